@@ -1,0 +1,59 @@
+"""Operations routes: liveness, readiness, Prometheus metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+import redis
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from api.context import services
+from api.errors import RETRY_AFTER_SECONDS, ApiError
+from api.metrics import QueueCollector
+from api.openapi import build_openapi
+from storage.base import StorageError
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    svc = services()
+    problems = []
+    try:
+        svc.redis.ping()
+    except redis.RedisError as e:
+        problems.append({"component": "broker", "message": str(e)})
+    try:
+        svc.objects.ping()
+    except StorageError as e:
+        problems.append({"component": "storage", "message": str(e)})
+    if problems:
+        raise ApiError(503, "not_ready", "a dependency is unreachable", problems, retry_after=RETRY_AFTER_SECONDS)
+    return jsonify({"status": "ready"})
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector(services().redis))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(build_openapi(package_version()))
+
+
+def package_version() -> str:
+    try:
+        return version("samq")
+    except PackageNotFoundError:
+        return "0.0.0"

@@ -1,0 +1,46 @@
+"""What the API talks to, built once per process and passed into the app factory (tests pass their own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+
+from api.settings import ApiSettings
+from storage import make_store
+from storage.base import ObjectStore
+from storage.settings import StorageSettings
+from tasks.settings import QueueSettings
+from tasks.store import JobStore, connect
+from tasks.uploads import UploadStore
+from worker.celery_app import create_celery
+
+
+@dataclass(frozen=True)
+class Services:
+    api: ApiSettings
+    queue: QueueSettings
+    storage: StorageSettings
+    redis: redis.Redis
+    jobs: JobStore
+    uploads: UploadStore
+    objects: ObjectStore
+    celery: Celery
+
+
+def build_services(
+    api: ApiSettings | None = None, queue: QueueSettings | None = None, storage: StorageSettings | None = None
+) -> Services:
+    api, queue, storage = api or ApiSettings(), queue or QueueSettings(), storage or StorageSettings()
+    client = connect(queue)
+    return Services(
+        api=api,
+        queue=queue,
+        storage=storage,
+        redis=client,
+        jobs=JobStore(client, queue),
+        uploads=UploadStore(client, queue.job_ttl_seconds),
+        objects=make_store(storage),
+        celery=create_celery(queue),
+    )

@@ -1,0 +1,145 @@
+"""The S3 backend (AWS, MinIO, anything S3-compatible) over boto3."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from storage.base import ObjectNotFoundError, PresignedUrl, StorageError, StorageUnavailableError
+from storage.settings import StorageSettings
+
+_DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException"})
+_TRANSIENT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError)
+
+
+class S3Store:
+    """ObjectStore over one bucket; ``for_bucket`` gives a view of another bucket on the same client."""
+
+    def __init__(self, client: Any, bucket: str, transfer_config: TransferConfig) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._transfer_config = transfer_config
+
+    def for_bucket(self, bucket: str) -> S3Store:
+        """The same client and transfer settings over ``bucket`` (e.g. to read ``s3://bucket/key`` media)."""
+        return S3Store(self._client, bucket, self._transfer_config)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Upload ``data``; above the transfer config's threshold it goes as a multipart upload."""
+        with _translated(self._bucket, key):
+            self._client.upload_fileobj(
+                io.BytesIO(data),
+                self._bucket,
+                key,
+                ExtraArgs={"ContentType": content_type},
+                Config=self._transfer_config,
+            )
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """Read ``key``; with ``max_bytes``, the response's Content-Length is checked before the body is read."""
+        with _translated(self._bucket, key):
+            response = self._client.get_object(Bucket=self._bucket, Key=key)
+            body = response["Body"]
+            with body:
+                size = int(response["ContentLength"])
+                if max_bytes is not None and size > max_bytes:
+                    raise StorageError(f"{key} is {size} bytes, over the {max_bytes}-byte limit")
+                data: bytes = body.read()
+        return data
+
+    def size(self, key: str) -> int | None:
+        try:
+            with _translated(self._bucket, key):
+                response = self._client.head_object(Bucket=self._bucket, Key=key)
+        except ObjectNotFoundError:
+            return None
+        return int(response["ContentLength"])
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``, a page of at most 1000 keys per DeleteObjects call."""
+        if not prefix:
+            raise ValueError("refusing to delete the whole bucket (empty prefix)")
+        deleted = 0
+        with _translated(self._bucket, prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(Bucket=self._bucket, Prefix=prefix, PaginationConfig={"PageSize": _DELETE_BATCH})
+            for page in pages:
+                objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if not objects:
+                    continue
+                response = self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": objects, "Quiet": True})
+                if errors := response.get("Errors"):
+                    raise StorageError(f"could not delete {len(errors)} keys under {prefix}: {errors[0]}")
+                deleted += len(objects)
+        return deleted
+
+    def presign_get(self, key: str, expires_in: int) -> PresignedUrl:
+        expires_at = datetime.now(tz=UTC) + timedelta(seconds=expires_in)
+        with _translated(self._bucket, key):
+            url: str = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_in
+            )
+        return PresignedUrl(url=url, expires_at=expires_at)
+
+    def ping(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self._bucket)
+        except (ClientError, BotoCoreError) as e:
+            raise StorageUnavailableError(f"bucket {self._bucket} is not reachable: {e}") from e
+
+
+def make_s3_client(settings: StorageSettings) -> Any:
+    """A boto3 S3 client for ``settings``; unset credentials fall back to boto3's default chain."""
+    config = Config(
+        s3={"addressing_style": "path"},
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        retries={"max_attempts": settings.max_retries, "mode": "standard"},
+        signature_version="s3v4",
+    )
+    access_key = settings.s3_access_key_id
+    secret_key = settings.s3_secret_access_key
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=access_key.get_secret_value() if access_key else None,
+        aws_secret_access_key=secret_key.get_secret_value() if secret_key else None,
+        config=config,
+    )
+
+
+def make_transfer_config(settings: StorageSettings) -> TransferConfig:
+    return TransferConfig(multipart_threshold=settings.multipart_threshold_bytes)
+
+
+@contextmanager
+def _translated(bucket: str, key: str) -> Iterator[None]:
+    """Turn botocore's errors into storage errors: missing key, transient (retry), or anything else."""
+    try:
+        yield
+    except ClientError as e:
+        error = e.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        where = f"s3://{bucket}/{key}"
+        if code in _NOT_FOUND_CODES:
+            raise ObjectNotFoundError(where) from e
+        if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
+            raise StorageUnavailableError(f"{where}: {e}") from e
+        raise StorageError(f"{where}: {e}") from e
+    except _TRANSIENT_ERRORS as e:
+        raise StorageUnavailableError(f"s3://{bucket}/{key}: {e}") from e
+    except BotoCoreError as e:
+        raise StorageError(f"s3://{bucket}/{key}: {e}") from e

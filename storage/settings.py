@@ -1,0 +1,32 @@
+"""Storage settings (env prefix ``SAMQ_STORAGE_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StorageSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAMQ_STORAGE_", frozen=True)
+
+    backend: Literal["local", "s3"] = "local"
+    dir: Path = Path("data/objects")
+    """Local backend root."""
+    public_url: str = "http://127.0.0.1:8000"
+    """Base URL of the API, which serves the local backend's presigned GETs under /v1/files/."""
+    presign_seconds: int = 3600
+    s3_bucket: str = "samq"
+    s3_endpoint_url: str | None = None
+    """Anything S3-compatible: MinIO (http://minio:9000), AWS (unset), moto in tests."""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_read_buckets: list[str] = []
+    """Buckets that ``{"s3": "s3://bucket/key"}`` media references may read, besides ``s3_bucket``."""
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_retries: int = 4
+    multipart_threshold_bytes: int = 64 * 1024 * 1024

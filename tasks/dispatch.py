@@ -1,0 +1,18 @@
+"""Sending job messages. The message carries the job id only; everything else lives in the job record."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from tasks.jobs import Job
+from tasks.names import PING_TASK, QUEUE_BY_JOB_TYPE, RUN_JOB_TASK, Queue
+
+
+def enqueue(app: Celery, job: Job, countdown: float | None = None) -> None:
+    app.send_task(RUN_JOB_TASK, kwargs={"job_id": job.id}, queue=QUEUE_BY_JOB_TYPE[job.type].value, countdown=countdown)
+
+
+def ping(app: Celery, queue: Queue, timeout: float) -> str:
+    """A bare Celery round trip on ``queue`` (the benchmark's baseline)."""
+    result: str = app.send_task(PING_TASK, queue=queue.value).get(timeout=timeout)
+    return result

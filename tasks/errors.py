@@ -1,0 +1,113 @@
+"""Job errors: every failure a job can end with has a stable snake_case ``code``.
+
+``PermanentError`` means re-running cannot help (bad input, missing model); the job fails at once.
+``TransientError`` means the world may heal (storage or network hiccup); the job is retried up to the attempt cap.
+"""
+
+from __future__ import annotations
+
+
+class SamqError(Exception):
+    """Root of every error samq raises on purpose."""
+
+    code = "internal_error"
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class PermanentError(SamqError):
+    """A failure that re-running the job cannot fix."""
+
+
+class TransientError(SamqError):
+    """A failure that may pass: the job is retried with backoff, up to the attempt cap."""
+
+    code = "transient_error"
+    retryable = True
+
+
+class InvalidImageError(PermanentError):
+    """The bytes look like a supported image format but cannot be decoded."""
+
+    code = "invalid_image"
+
+
+class UnsupportedMediaError(PermanentError):
+    """The bytes are not an image format samq can read (a text file, say)."""
+
+    code = "unsupported_media_type"
+
+
+class ImageTooLargeError(PermanentError):
+    """The decoded image would exceed the pixel limit (decompression bomb guard)."""
+
+    code = "image_too_large"
+
+
+class MediaTooLargeError(PermanentError):
+    """A downloaded or stored media object exceeds the byte limit."""
+
+    code = "media_too_large"
+
+
+class MediaNotFoundError(PermanentError):
+    """A referenced upload, object or URL does not exist."""
+
+    code = "media_not_found"
+
+
+class MediaFetchError(TransientError):
+    """A media download failed in a way that may pass (timeout, 5xx, refused connection)."""
+
+    code = "media_fetch_failed"
+
+
+class PromptOutOfBoundsError(PermanentError):
+    """A point or box lies outside the image."""
+
+    code = "prompt_out_of_bounds"
+
+
+class EmbeddingNotFoundError(PermanentError):
+    """A segment job named an ``image_id`` whose embedding is not cached for this model."""
+
+    code = "embedding_not_found"
+
+
+class MaskInputNotFoundError(PermanentError):
+    """A ``mask_input`` names a job or instance index that has no stored low-res logits."""
+
+    code = "mask_input_not_found"
+
+
+class ModelUnavailableError(PermanentError):
+    """The model's weights are neither in the models directory nor downloadable."""
+
+    code = "model_unavailable"
+
+
+class StorageUnavailableError(TransientError):
+    """The object store could not be reached or answered with a server error."""
+
+    code = "storage_unavailable"
+
+
+class BrokerUnavailableError(TransientError):
+    """The job's message could not be sent to the broker."""
+
+    code = "broker_unavailable"
+
+
+class WorkerLostError(PermanentError):
+    """The job killed (or lost) its worker on every attempt up to the cap."""
+
+    code = "worker_lost"
+
+
+class JobTimeoutError(PermanentError):
+    """The job ran past its time limit."""
+
+    code = "timeout"

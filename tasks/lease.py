@@ -1,0 +1,64 @@
+"""A running attempt's lease: a heartbeat thread that renews it, and the checkpoint the pipeline calls."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+
+import redis
+
+from tasks.jobs import JobStatus
+from tasks.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class JobCanceledError(Exception):
+    """The client canceled the running job; raised at the next checkpoint."""
+
+
+class LeaseLostError(Exception):
+    """This attempt was fenced off (the reaper gave the job to a newer attempt); stop without writing."""
+
+
+class Lease:
+    """Renews the lease of ``attempt`` every ``interval`` seconds while the block runs."""
+
+    def __init__(self, store: JobStore, job_id: str, attempt: int, interval: float) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._attempt = attempt
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def checkpoint(self) -> None:
+        """Raise JobCanceledError or LeaseLostError when the job should stop here."""
+        if self._lost.is_set():
+            raise LeaseLostError(self._job_id)
+        job = self._store.get(self._job_id)
+        if job is None or job.status != JobStatus.RUNNING or job.attempts != self._attempt:
+            raise LeaseLostError(self._job_id)
+        if job.cancel_requested:
+            raise JobCanceledError(self._job_id)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                if not self._store.heartbeat(self._job_id, self._attempt):
+                    self._lost.set()
+                    return
+            except redis.RedisError:
+                log.warning("lease renewal for %s failed; will retry", self._job_id, exc_info=True)

@@ -1,0 +1,247 @@
+"""Pipeline functions: one attempt of one job, from the record to the stored result.
+
+Celery never appears here: the thin task in ``tasks.celery_tasks`` builds a ``Runtime`` once per worker process and
+calls ``execute``. Unit tests pass fakes for every collaborator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from worker.embedding_cache import EmbeddingCache
+
+from storage import keys
+from storage.base import ObjectNotFoundError, ObjectStore
+from storage.base import StorageError as BackendError
+from tasks.errors import (
+    EmbeddingNotFoundError,
+    JobTimeoutError,
+    MaskInputNotFoundError,
+    SamqError,
+    StorageUnavailableError,
+    TransientError,
+)
+from tasks.jobs import Job, JobResult
+from tasks.lease import JobCanceledError, Lease, LeaseLostError
+from tasks.media import MediaSource
+from tasks.outputs import LOW_RES_LOGITS, write_embed_result, write_segment_result
+from tasks.specs import Base64Image, CachedImage, EmbedSpec, Prompt, S3Image, SegmentSpec, UploadImage, UrlImage
+from tasks.store import JobStore
+from worker.images import decode_image
+from worker.results import InstanceMasks
+from worker.runners.sam2_image import ImageEmbedding, VisualPrompt
+
+log = logging.getLogger(__name__)
+
+
+class ImageRunner(Protocol):
+    """What the pipeline needs of a model runner (``worker.runners.sam2_image.Sam2ImageRunner``)."""
+
+    image_size: int
+    device: str
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding: ...
+
+    def predict(
+        self, embedding: ImageEmbedding, prompts: list[VisualPrompt], multimask_output: bool, return_all_masks: bool
+    ) -> InstanceMasks: ...
+
+
+class ModelSource(Protocol):
+    def get(self, model_id: str) -> ImageRunner: ...
+
+
+Resend = Callable[[Job, float], None]
+"""Re-send a job's message after ``delay`` seconds (a transient failure's retry)."""
+
+
+@dataclass
+class Runtime:
+    """Everything a worker process keeps warm between jobs."""
+
+    store: JobStore
+    objects: ObjectStore
+    media: MediaSource
+    models: ModelSource
+    embeddings: EmbeddingCache
+    resend: Resend
+    max_image_pixels: int
+    max_attempts: int
+    lease_interval: float
+    retry_backoff: float
+    timeout_error: type[BaseException] = field(default=TimeoutError)
+
+
+Checkpoint = Callable[[], None]
+MediaRef = UrlImage | Base64Image | UploadImage | S3Image
+
+
+def execute(job_id: str, rt: Runtime) -> None:
+    """Run one attempt of ``job_id``. Never raises for anything a job can do: failures become job state."""
+    job = rt.store.start(job_id)
+    if job is None:
+        log.info("job %s: nothing to run (terminal, unknown, or running elsewhere); skipped", job_id)
+        return
+    attempt = job.attempts
+    log.info("job %s: attempt %d started", job_id, attempt)
+    with Lease(rt.store, job_id, attempt, rt.lease_interval) as lease:
+        try:
+            result = run(job, rt, lease.checkpoint)
+        except JobCanceledError:
+            rt.store.cancel_running(job_id, attempt)
+            log.info("job %s: canceled", job_id)
+        except LeaseLostError:
+            log.warning("job %s: attempt %d was fenced off; its work is discarded", job_id, attempt)
+        except TransientError as e:
+            _retry_or_fail(job, e, rt)
+        except SamqError as e:
+            rt.store.fail(job_id, attempt, e)
+            log.info("job %s: failed with %s: %s", job_id, e.code, e.message)
+        except rt.timeout_error as e:
+            rt.store.fail(job_id, attempt, JobTimeoutError(f"the job ran past its time limit ({e})"))
+        except Exception:
+            log.exception("job %s: unexpected error", job_id)
+            rt.store.fail(job_id, attempt, SamqError("internal error while running the job; see the worker log"))
+        else:
+            if not rt.store.succeed(job_id, attempt, result):
+                log.warning("job %s: attempt %d finished but was fenced off", job_id, attempt)
+
+
+def _retry_or_fail(job: Job, error: TransientError, rt: Runtime) -> None:
+    if job.attempts < rt.max_attempts and rt.store.requeue(job.id, job.attempts, error):
+        delay = rt.retry_backoff * 2 ** (job.attempts - 1)
+        log.warning("job %s: %s (%s); retrying in %.1fs", job.id, error.code, error.message, delay)
+        rt.resend(job, delay)
+    else:
+        rt.store.fail(job.id, job.attempts, error)
+
+
+def run(job: Job, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+    spec = job.spec
+    if isinstance(spec, SegmentSpec):
+        return run_segment(job, spec, rt, checkpoint)
+    return run_embed(job, spec, rt, checkpoint)
+
+
+@dataclass(frozen=True)
+class Obtained:
+    """An image embedding, its image's content hash, and where it came from."""
+
+    embedding: ImageEmbedding
+    image_id: str
+    source: str
+    """``memory`` (this process), ``shared`` (object storage, written by any worker) or ``miss`` (encoded now)."""
+    encode_ms: float = 0.0
+
+
+def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+    runner = rt.models.get(spec.model.value)
+    got = _embed_media(job, spec.image, runner, rt, checkpoint)
+    if got.source != "shared":
+        key = keys.embedding(job.tenant, spec.model.value, runner.image_size, got.image_id)
+        _put(rt.objects, key, got.embedding.to_bytes())
+    return write_embed_result(rt.objects, job, got.image_id, got.embedding.orig_hw, got.source)
+
+
+def run_segment(job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+    started = time.perf_counter()
+    runner = rt.models.get(spec.model.value)
+    if isinstance(spec.image, CachedImage):
+        got = _cached_only(job, spec, spec.image.image_id, runner, rt)
+    else:
+        got = _embed_media(job, spec.image, runner, rt, checkpoint)
+    prompts = [_visual_prompt(p, job, rt.objects) for p in spec.prompts]
+    checkpoint()
+    decode_started = time.perf_counter()
+    masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks)
+    decode_ms = (time.perf_counter() - decode_started) * 1000
+    checkpoint()
+    timings = {
+        "model_ms": round(got.encode_ms + decode_ms, 3),
+        "total_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    return write_segment_result(rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, timings)
+
+
+def _cached_only(job: Job, spec: SegmentSpec, image_id: str, runner: ImageRunner, rt: Runtime) -> Obtained:
+    key = keys.embedding(job.tenant, spec.model.value, runner.image_size, image_id)
+    embedding, source = _cached_embedding(key, rt, runner.device)
+    if embedding is None:
+        raise EmbeddingNotFoundError(
+            f"no cached embedding for image_id {image_id} and model {spec.model.value}; "
+            "run an embed job with this model first"
+        )
+    return Obtained(embedding, image_id, source)
+
+
+def _embed_media(job: Job, ref: MediaRef, runner: ImageRunner, rt: Runtime, checkpoint: Checkpoint) -> Obtained:
+    """Fetch the image; reuse its embedding from either cache tier, else decode and encode it."""
+    data = rt.media.fetch(ref, job.tenant)
+    image_id = hashlib.sha256(data).hexdigest()
+    key = keys.embedding(job.tenant, job.model, runner.image_size, image_id)
+    embedding, source = _cached_embedding(key, rt, runner.device)
+    if embedding is not None:
+        return Obtained(embedding, image_id, source)
+    image = decode_image(data, rt.max_image_pixels)
+    checkpoint()
+    started = time.perf_counter()
+    embedding = runner.encode(image)
+    rt.embeddings.put(key, embedding)
+    return Obtained(embedding, image_id, "miss", (time.perf_counter() - started) * 1000)
+
+
+def _cached_embedding(key: str, rt: Runtime, device: str) -> tuple[ImageEmbedding | None, str]:
+    embedding = rt.embeddings.get(key)
+    if embedding is not None:
+        return embedding, "memory"
+    try:
+        data = rt.objects.get(key)
+    except ObjectNotFoundError:
+        return None, "miss"
+    except BackendError as e:
+        log.warning("shared embedding tier unreadable (%s); encoding instead", e)
+        return None, "miss"
+    embedding = ImageEmbedding.from_bytes(data, device)
+    rt.embeddings.put(key, embedding)
+    return embedding, "shared"
+
+
+def _visual_prompt(prompt: Prompt, job: Job, objects: ObjectStore) -> VisualPrompt:
+    coords = np.array([[p.x, p.y] for p in prompt.points], dtype=np.float32) if prompt.points else None
+    labels = np.array([int(p.positive) for p in prompt.points], dtype=np.int32) if prompt.points else None
+    box = (
+        np.array([prompt.box.x0, prompt.box.y0, prompt.box.x1, prompt.box.y1], dtype=np.float32) if prompt.box else None
+    )
+    mask_input = None
+    if prompt.mask_input is not None:
+        mask_input = _load_mask_input(job.tenant, prompt.mask_input.job, prompt.mask_input.index, objects)
+    return VisualPrompt(point_coords=coords, point_labels=labels, box=box, mask_input=mask_input)
+
+
+def _load_mask_input(tenant: str, job_id: str, index: int, objects: ObjectStore) -> np.ndarray:
+    try:
+        stored = objects.get(keys.job_file(tenant, job_id, LOW_RES_LOGITS))
+    except ObjectNotFoundError as e:
+        raise MaskInputNotFoundError(f"job {job_id} has no stored low-res masks (not a succeeded segment job)") from e
+    except BackendError as e:
+        raise StorageUnavailableError(f"could not read the mask input of job {job_id}: {e}") from e
+    logits = np.load(io.BytesIO(stored), allow_pickle=False)
+    if index >= len(logits):
+        raise MaskInputNotFoundError(
+            f"job {job_id} has {len(logits)} instances; mask_input index {index} is out of range"
+        )
+    return np.asarray(logits[index : index + 1], dtype=np.float32)
+
+
+def _put(objects: ObjectStore, key: str, data: bytes) -> None:
+    try:
+        objects.put(key, data)
+    except BackendError as e:
+        raise StorageUnavailableError(f"could not write {key}: {e}") from e

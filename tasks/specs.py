@@ -1,0 +1,148 @@
+"""Job specs: one frozen pydantic model per job type, validated once at the API edge.
+
+The same models validate HTTP requests, travel (as JSON) inside the job record, and generate the OpenAPI schema.
+Downstream code only ever sees these typed objects, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_PROMPTS_PER_JOB = 64
+MAX_POINTS_PER_PROMPT = 64
+MAX_METADATA_BYTES = 16 * 1024
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+class Spec(BaseModel):
+    """Base for every request model: immutable, and unknown fields are an error (422)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelId(StrEnum):
+    """Models a job may name. SAM2.1 checkpoints by Meta, all four sizes."""
+
+    SAM2_1_TINY = "sam2.1_hiera_tiny"
+    SAM2_1_SMALL = "sam2.1_hiera_small"
+    SAM2_1_BASE_PLUS = "sam2.1_hiera_base_plus"
+    SAM2_1_LARGE = "sam2.1_hiera_large"
+
+
+class UrlImage(Spec):
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=4096, description="http(s) URL of the image.")]
+
+
+class Base64Image(Spec):
+    base64: Annotated[str, Field(min_length=1, description="The image file, base64-encoded (size-capped).")]
+
+
+class UploadImage(Spec):
+    upload: Annotated[str, Field(pattern=r"^upl_[0-9a-zA-Z]+$", description="Id from POST /v1/uploads.")]
+
+
+class S3Image(Spec):
+    s3: Annotated[str, Field(pattern=r"^s3://[a-z0-9.\-]{3,63}/.+", description="s3://bucket/key (allowed buckets).")]
+
+
+class CachedImage(Spec):
+    image_id: Annotated[str, Field(pattern=SHA256_HEX, description="Content hash returned by an embed job.")]
+
+
+ImageRef = UrlImage | Base64Image | UploadImage | S3Image | CachedImage
+
+
+class Point(Spec):
+    x: Annotated[float, Field(ge=0)]
+    y: Annotated[float, Field(ge=0)]
+    positive: bool = True
+
+
+class Box(Spec):
+    """Absolute pixel corners of the original image, top-left origin."""
+
+    x0: Annotated[float, Field(ge=0)]
+    y0: Annotated[float, Field(ge=0)]
+    x1: Annotated[float, Field(ge=0)]
+    y1: Annotated[float, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        if self.x1 <= self.x0 or self.y1 <= self.y0:
+            raise ValueError("box needs x1 > x0 and y1 > y0")
+        return self
+
+
+class MaskInput(Spec):
+    """Low-res logits of instance ``index`` of an earlier segment job, for iterative refinement."""
+
+    job: Annotated[str, Field(pattern=r"^job_[0-9a-zA-Z]+$")]
+    index: Annotated[int, Field(ge=0, lt=MAX_PROMPTS_PER_JOB * 3)]
+
+
+class Prompt(Spec):
+    """One instance to segment: positive/negative points and/or one box, optionally a previous mask."""
+
+    points: Annotated[list[Point], Field(default_factory=list, max_length=MAX_POINTS_PER_PROMPT)]
+    box: Box | None = None
+    mask_input: MaskInput | None = None
+
+    @model_validator(mode="after")
+    def _has_geometry(self) -> Prompt:
+        if not self.points and self.box is None:
+            raise ValueError("a prompt needs at least one point or a box")
+        return self
+
+
+MaskFormat = Literal["rle", "polygon", "png"]
+
+
+class OutputOptions(Spec):
+    formats: Annotated[list[MaskFormat], Field(default_factory=lambda: ["rle"], min_length=1, max_length=3)]
+
+    @field_validator("formats")
+    @classmethod
+    def _unique(cls, formats: list[MaskFormat]) -> list[MaskFormat]:
+        if len(set(formats)) != len(formats):
+            raise ValueError("formats must not repeat")
+        return formats
+
+
+Metadata = Annotated[dict[str, Any], Field(default_factory=dict, description="Client JSON, echoed (≤16 KiB).")]
+
+
+class JobSpecBase(Spec):
+    model: ModelId = ModelId.SAM2_1_TINY
+    metadata: Metadata
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes")
+        return metadata
+
+
+class SegmentSpec(JobSpecBase):
+    """SAM2 on one image with visual prompts; each prompt yields one instance."""
+
+    type: Literal["segment"]
+    image: ImageRef
+    prompts: Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS_PER_JOB)]
+    multimask_output: bool = True
+    return_all_masks: bool = False
+    output: Annotated[OutputOptions, Field(default_factory=OutputOptions)]
+
+
+class EmbedSpec(JobSpecBase):
+    """Compute and cache the image embedding so later segment jobs on the same image skip the encoder."""
+
+    type: Literal["embed"]
+    image: UrlImage | Base64Image | UploadImage | S3Image
+
+
+JobSpec = Annotated[SegmentSpec | EmbedSpec, Field(discriminator="type")]

@@ -1,0 +1,373 @@
+"""The job store: job records in Redis, applied through the state machine of ``tasks.jobs``.
+
+Every change is an optimistic transaction (WATCH/MULTI) on the job's key, so two workers, the reaper and the API
+can race without ever regressing a status. Workers hold a lease per running job; each start bumps ``attempts``, and
+every write from a worker names its attempt, so a stale (zombie) attempt is fenced off.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from typing import cast
+
+import redis
+from redis.client import Pipeline
+
+from tasks.errors import SamqError, WorkerLostError
+from tasks.jobs import IllegalTransitionError, Job, JobError, JobResult, JobStatus, utcnow
+from tasks.settings import QueueSettings
+
+PREFIX = "samq"
+LEASES = f"{PREFIX}:leases"
+ENTERED = f"{PREFIX}:stats:entered"
+RUNTIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def index_key(tenant: str) -> str:
+    return f"{PREFIX}:jobs:{tenant}"
+
+
+def events_channel(job_id: str) -> str:
+    return f"{PREFIX}:events:{job_id}"
+
+
+def runtime_key(job_type: str) -> str:
+    return f"{PREFIX}:stats:runtime:{job_type}"
+
+
+Mutation = Callable[[Job], bool]
+"""Changes a job in place; returns False when there is nothing to write."""
+
+
+def connect(settings: QueueSettings) -> redis.Redis:
+    """The Redis client the job store expects (strings in and out, bounded waits)."""
+    return redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+    )
+
+
+class JobStore:
+    """Job records, leases and listing. One instance per process; thread-safe (redis-py pools connections).
+
+    ``client`` must decode responses (see ``connect``).
+    """
+
+    def __init__(self, client: redis.Redis, settings: QueueSettings) -> None:
+        self._redis = client
+        self._settings = settings
+
+    # ---- API side -------------------------------------------------------------------------------------------
+
+    def create(self, job: Job) -> None:
+        ttl = self._settings.job_ttl_seconds
+        with self._redis.pipeline() as pipe:
+            pipe.set(job_key(job.id), job.model_dump_json(), ex=ttl, nx=True)
+            pipe.zadd(index_key(job.tenant), {job.id: job.created_at.timestamp()})
+            pipe.expire(index_key(job.tenant), ttl)
+            pipe.hincrby(ENTERED, JobStatus.QUEUED.value, 1)
+            pipe.execute()
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        """The job, or None when unknown, expired, or owned by another tenant."""
+        raw = self._redis.get(job_key(job_id))
+        if raw is None:
+            return None
+        job = Job.model_validate_json(raw)
+        return job if tenant is None or job.tenant == tenant else None
+
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. ``cursor`` is opaque (from a previous page's ``next_cursor``)."""
+        upper = f"({_decode_cursor(cursor)}" if cursor else "+inf"
+        found: list[Job] = []
+        scanned = 0
+        while len(found) < limit and scanned < limit * 20:
+            page = cast(
+                list[tuple[str, float]],
+                self._redis.zrevrangebyscore(index_key(tenant), upper, "-inf", start=0, num=limit, withscores=True),
+            )
+            if not page:
+                return found, None
+            for raw_id, score in page:
+                scanned += 1
+                upper = f"({score!r}"
+                job = self.get(raw_id, tenant)
+                if job is None:
+                    self._redis.zrem(index_key(tenant), raw_id)  # expired record: prune the index lazily
+                elif (status is None or job.status == status) and (job_type is None or job.type == job_type):
+                    found.append(job)
+                    if len(found) == limit:
+                        break
+        return found, _encode_cursor(upper[1:])
+
+    def request_cancel(self, job_id: str, tenant: str) -> Job | None:
+        """Queued → canceled at once; running → flagged, the worker stops at its next checkpoint.
+
+        Raises IllegalTransitionError for a terminal job; returns None for an unknown one.
+        """
+
+        def cancel(job: Job) -> bool:
+            if job.tenant != tenant:
+                raise _NotFoundError
+            if job.status == JobStatus.QUEUED:
+                job.transition(JobStatus.CANCELED)
+                job.status, job.finished_at = JobStatus.CANCELED, utcnow()
+            elif job.status == JobStatus.RUNNING:
+                job.cancel_requested = True
+            else:
+                raise IllegalTransitionError(job.id, job.status, JobStatus.CANCELED)
+            return True
+
+        try:
+            return self._update(job_id, cancel)
+        except _NotFoundError:
+            return None
+
+    def fail_unsent(self, job_id: str, error: SamqError) -> None:
+        """Queued → failed, for a job whose message could not be sent (so it is not left queued forever)."""
+
+        def failed(job: Job) -> bool:
+            if job.status != JobStatus.QUEUED:
+                return False
+            _fail(job, error)
+            return True
+
+        self._update(job_id, failed)
+
+    def wait_terminal(self, job_id: str, timeout: float) -> Job | None:
+        """Block until the job is terminal or ``timeout`` passes; returns the latest record."""
+        deadline = time.monotonic() + timeout
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(events_channel(job_id))
+            job = self.get(job_id)
+            while job is not None and not job.status.is_terminal:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if pubsub.get_message(timeout=min(left, 1.0)) is not None:
+                    job = self.get(job_id)
+            return job
+        finally:
+            pubsub.close()
+
+    # ---- worker side ----------------------------------------------------------------------------------------
+
+    def start(self, job_id: str) -> Job | None:
+        """Begin a new attempt: bump ``attempts``, take the lease. None when this delivery must be skipped.
+
+        Skipped: unknown or terminal jobs, and jobs running under another live lease (a duplicate delivery).
+        A job out of attempts is failed here with ``worker_lost``.
+        """
+
+        def begin(job: Job) -> bool:
+            if job.status.is_terminal or (job.status == JobStatus.RUNNING and self._lease_live(job_id)):
+                return False
+            if job.attempts >= self._settings.max_attempts:
+                _fail(job, _worker_lost(job.attempts))
+                return True
+            if job.status == JobStatus.QUEUED:
+                job.transition(JobStatus.RUNNING)
+            job.status, job.started_at, job.attempts = JobStatus.RUNNING, utcnow(), job.attempts + 1
+            job.error = None
+            return True
+
+        job = self._update(job_id, begin, watch_leases=True)
+        return job if job is not None and job.status == JobStatus.RUNNING else None
+
+    def heartbeat(self, job_id: str, attempt: int) -> bool:
+        """Renew the lease of ``attempt``. False when the attempt is stale or the job left ``running``."""
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(job_key(job_id))  # type: ignore[no-untyped-call]
+                    raw = pipe.get(job_key(job_id))
+                    job = Job.model_validate_json(raw) if raw is not None else None
+                    if job is None or job.status != JobStatus.RUNNING or job.attempts != attempt:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.zadd(LEASES, {job_id: time.time() + self._settings.lease_seconds})
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def set_progress(self, job_id: str, attempt: int, done: int, total: int, unit: str) -> Job | None:
+        def progress(job: Job) -> bool:
+            if not _owns(job, attempt):
+                return False
+            job.progress.done, job.progress.total, job.progress.unit = done, total, unit
+            return True
+
+        return self._update(job_id, progress)
+
+    def succeed(self, job_id: str, attempt: int, result: JobResult) -> bool:
+        def done(job: Job) -> bool:
+            if not _owns(job, attempt):
+                return False
+            job.transition(JobStatus.SUCCEEDED)
+            job.status, job.finished_at, job.result = JobStatus.SUCCEEDED, utcnow(), result
+            job.progress.done = job.progress.total
+            return True
+
+        return self._update(job_id, done) is not None
+
+    def fail(self, job_id: str, attempt: int, error: SamqError) -> bool:
+        def failed(job: Job) -> bool:
+            if not _owns(job, attempt):
+                return False
+            _fail(job, error)
+            return True
+
+        return self._update(job_id, failed) is not None
+
+    def cancel_running(self, job_id: str, attempt: int) -> bool:
+        def canceled(job: Job) -> bool:
+            if not _owns(job, attempt):
+                return False
+            job.transition(JobStatus.CANCELED)
+            job.status, job.finished_at = JobStatus.CANCELED, utcnow()
+            return True
+
+        return self._update(job_id, canceled) is not None
+
+    def requeue(self, job_id: str, attempt: int, error: SamqError) -> bool:
+        """Running → queued after a transient failure (the caller re-sends the message); keeps the error."""
+
+        def back(job: Job) -> bool:
+            if not _owns(job, attempt):
+                return False
+            job.transition(JobStatus.QUEUED)
+            job.status, job.error = JobStatus.QUEUED, _job_error(error)
+            return True
+
+        return self._update(job_id, back) is not None
+
+    # ---- reaper ---------------------------------------------------------------------------------------------
+
+    def lapsed(self, now: float | None = None) -> list[str]:
+        """Ids of running jobs whose lease lapsed: their worker died."""
+        stamp = time.time() if now is None else now
+        return cast(list[str], self._redis.zrangebyscore(LEASES, "-inf", stamp))
+
+    def reap(self, job_id: str) -> Job | None:
+        """Take back a job whose lease lapsed: queued again (returned, to be re-sent) or failed when out of
+        attempts. None when there is nothing to do (the lease was renewed, or the job already moved on)."""
+
+        def take_back(job: Job) -> bool:
+            if job.status != JobStatus.RUNNING or self._lease_live(job_id):
+                return False
+            if job.attempts >= self._settings.max_attempts:
+                _fail(job, _worker_lost(job.attempts))
+            else:
+                job.transition(JobStatus.QUEUED)
+                job.status = JobStatus.QUEUED
+                job.error = _job_error(WorkerLostError(f"attempt {job.attempts} lost its worker; retrying"))
+            return True
+
+        job = self._update(job_id, take_back, watch_leases=True)
+        if job is None and not self._is_running(job_id):
+            self._redis.zrem(LEASES, job_id)  # a stale entry: the record expired or already moved on
+        return job if job is not None and job.status == JobStatus.QUEUED else None
+
+    def _is_running(self, job_id: str) -> bool:
+        job = self.get(job_id)
+        return job is not None and job.status == JobStatus.RUNNING
+
+    def _lease_live(self, job_id: str) -> bool:
+        """Read inside a transaction that WATCHes ``LEASES``, so a concurrent renewal aborts the transaction."""
+        lease = self._redis.zscore(LEASES, job_id)
+        return lease is not None and lease > time.time()
+
+    # ---- the one write path ---------------------------------------------------------------------------------
+
+    def _update(self, job_id: str, mutate: Mutation, *, watch_leases: bool = False) -> Job | None:
+        key = job_key(job_id)
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key, *([LEASES] if watch_leases else []))  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    if raw is None:
+                        pipe.unwatch()
+                        return None
+                    job = Job.model_validate_json(raw)
+                    before = job.status
+                    if not mutate(job):
+                        pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    pipe.set(key, job.model_dump_json(), ex=self._settings.job_ttl_seconds)
+                    if job.status != before:
+                        self._on_status_change(pipe, job)
+                    pipe.execute()
+                    return job
+                except redis.WatchError:
+                    continue
+
+    def _on_status_change(self, pipe: Pipeline, job: Job) -> None:
+        pipe.hincrby(ENTERED, job.status.value, 1)
+        if job.status == JobStatus.RUNNING:
+            pipe.zadd(LEASES, {job.id: time.time() + self._settings.lease_seconds})
+        else:
+            pipe.zrem(LEASES, job.id)
+        if job.status.is_terminal and job.started_at is not None and job.finished_at is not None:
+            seconds = (job.finished_at - job.started_at).total_seconds()
+            key = runtime_key(job.type)
+            for bound in RUNTIME_BUCKETS:
+                if seconds <= bound:
+                    pipe.hincrby(key, repr(bound), 1)
+            pipe.hincrbyfloat(key, "sum", seconds)
+        pipe.publish(events_channel(job.id), job.status.value)
+
+
+class _NotFoundError(Exception):
+    """Internal: the job belongs to another tenant."""
+
+
+def _owns(job: Job, attempt: int) -> bool:
+    """True when ``attempt`` is the job's current running attempt (anything else is a fenced zombie)."""
+    return job.status == JobStatus.RUNNING and job.attempts == attempt
+
+
+def _job_error(error: SamqError) -> JobError:
+    return JobError(code=error.code, message=error.message, retryable=error.retryable)
+
+
+def _fail(job: Job, error: SamqError) -> None:
+    job.transition(JobStatus.FAILED)
+    job.status, job.finished_at, job.error = JobStatus.FAILED, utcnow(), _job_error(error)
+
+
+def _worker_lost(attempts: int) -> WorkerLostError:
+    return WorkerLostError(f"the job lost its worker on all {attempts} attempts (SAMQ_MAX_ATTEMPTS)")
+
+
+def _encode_cursor(score: str) -> str:
+    return base64.urlsafe_b64encode(score.encode()).decode().rstrip("=")
+
+
+class InvalidCursorError(ValueError):
+    """A listing cursor that this store did not hand out."""
+
+
+def _decode_cursor(cursor: str) -> float:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return float(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidCursorError(f"invalid cursor {cursor!r}") from e

@@ -1,0 +1,44 @@
+"""Upload records: what ``{"upload": "upl_…"}`` media references point at."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import redis
+from pydantic import BaseModel, ConfigDict
+
+from tasks.store import PREFIX
+
+
+class Upload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    tenant: str
+    key: str
+    bytes: int
+    sha256: str
+    content_type: str
+    created_at: datetime
+
+
+class UploadStore:
+    """Upload metadata in Redis (the bytes live in object storage under ``key``)."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+        self._redis = client
+        self._ttl = ttl_seconds
+
+    def add(self, upload: Upload) -> None:
+        self._redis.set(_key(upload.id), upload.model_dump_json(), ex=self._ttl)
+
+    def get(self, upload_id: str, tenant: str) -> Upload | None:
+        raw = self._redis.get(_key(upload_id))
+        if raw is None:
+            return None
+        upload = Upload.model_validate_json(raw)
+        return upload if upload.tenant == tenant else None
+
+
+def _key(upload_id: str) -> str:
+    return f"{PREFIX}:upload:{upload_id}"

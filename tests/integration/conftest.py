@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from api.embedded import redis_server
+from tests.support.moto_server import moto_s3_server
+from tests.support.stack import Stack, local_storage_env, s3_storage_env, stack_env
+
+BUCKET = "samq-test"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with moto_s3_server() as endpoint:
+        boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        ).create_bucket(Bucket=BUCKET)
+        yield endpoint
+
+
+def _stack(root: Path, storage: dict[str, str]) -> Iterator[Stack]:
+    with redis_server(root / "redis", appendonly=False) as redis_url:
+        stack = Stack(redis_url, stack_env(redis_url, storage), logs=root)
+        try:
+            stack.start_api()
+            yield stack
+        finally:
+            stack.stop()
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """API + one worker on every queue, local storage. Shared by the tests that do not kill workers."""
+    root = tmp_path_factory.mktemp("local-stack")
+    for stack in _stack(root, local_storage_env(root / "objects")):
+        stack.start_worker()
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def s3_stack(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("s3-stack")
+    for stack in _stack(root, s3_storage_env(s3_endpoint, BUCKET)):
+        stack.start_worker()
+        yield stack
+
+
+@pytest.fixture
+def bare_stack(tmp_path: Path) -> Iterator[Stack]:
+    """API and Redis of its own, no worker yet: for tests that start, kill and restart workers."""
+    yield from _stack(tmp_path, local_storage_env(tmp_path / "objects"))

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from pydantic import SecretStr
+
+from api.embedded import free_port
+from storage import ObjectNotFoundError, StorageError, StorageSettings, StorageUnavailableError, make_store
+from storage.s3 import S3Store, _translated, make_s3_client
+from tests.support.moto_server import moto_s3_server
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_s3_server() as url:
+        yield url
+
+
+def s3_settings(endpoint: str, **overrides: Any) -> StorageSettings:
+    values: dict[str, Any] = {
+        "backend": "s3",
+        "s3_endpoint_url": endpoint,
+        "s3_bucket": f"samq-{uuid.uuid4().hex[:12]}",
+        "s3_access_key_id": SecretStr("testing"),
+        "s3_secret_access_key": SecretStr("testing"),
+        "multipart_threshold_bytes": 5 * MiB,
+    }
+    return StorageSettings(**(values | overrides))
+
+
+@pytest.fixture
+def settings(endpoint: str) -> StorageSettings:
+    settings = s3_settings(endpoint)
+    make_s3_client(settings).create_bucket(Bucket=settings.s3_bucket)
+    return settings
+
+
+@pytest.fixture
+def client(settings: StorageSettings) -> Any:
+    return make_s3_client(settings)
+
+
+@pytest.fixture
+def store(settings: StorageSettings) -> S3Store:
+    store = make_store(settings)
+    assert isinstance(store, S3Store)
+    return store
+
+
+def test_round_trip(store: S3Store, client: Any, settings: StorageSettings) -> None:
+    store.ping()
+    store.put("t1/jobs/j1/masks.json", b'{"a": 1}', "application/json")
+    assert store.get("t1/jobs/j1/masks.json") == b'{"a": 1}'
+    assert store.size("t1/jobs/j1/masks.json") == 8
+    head = client.head_object(Bucket=settings.s3_bucket, Key="t1/jobs/j1/masks.json")
+    assert head["ContentType"] == "application/json"
+    store.put("t1/jobs/j1/masks.json", b"{}")
+    assert store.get("t1/jobs/j1/masks.json") == b"{}"
+
+
+def test_large_object_goes_multipart(store: S3Store, client: Any, settings: StorageSettings) -> None:
+    data = os.urandom(20 * MiB)
+    store.put("t1/uploads/big", data)
+    etag = client.head_object(Bucket=settings.s3_bucket, Key="t1/uploads/big")["ETag"]
+    assert "-" in etag  # a multipart ETag is "<md5 of part md5s>-<part count>"
+    assert store.get("t1/uploads/big") == data
+    assert store.get("t1/uploads/big", max_bytes=20 * MiB) == data
+    with pytest.raises(StorageError, match="over the"):
+        store.get("t1/uploads/big", max_bytes=20 * MiB - 1)
+
+
+def test_small_object_is_a_single_put(store: S3Store, client: Any, settings: StorageSettings) -> None:
+    store.put("t1/uploads/small", b"x" * MiB)
+    assert "-" not in client.head_object(Bucket=settings.s3_bucket, Key="t1/uploads/small")["ETag"]
+
+
+def test_presigned_get(store: S3Store) -> None:
+    store.put("t1/jobs/j1/result.png", b"\x89PNG bytes")
+    presigned = store.presign_get("t1/jobs/j1/result.png", 300)
+    with urllib.request.urlopen(presigned.url, timeout=10) as response:
+        assert response.read() == b"\x89PNG bytes"
+    assert 290 < presigned.expires_at.timestamp() - time.time() <= 300
+
+
+def test_delete_prefix(store: S3Store) -> None:
+    for key in ["t1/jobs/j1/a", "t1/jobs/j1/sub/b", "t1/jobs/j10/c", "t2/jobs/j1/a"]:
+        store.put(key, b"x")
+    assert store.delete_prefix("t1/jobs/j1/") == 2
+    assert store.size("t1/jobs/j1/a") is None
+    assert store.size("t1/jobs/j1/sub/b") is None
+    assert store.get("t1/jobs/j10/c") == b"x"
+    assert store.get("t2/jobs/j1/a") == b"x"
+    assert store.delete_prefix("t1/jobs/j1/") == 0
+    with pytest.raises(ValueError, match="empty prefix"):
+        store.delete_prefix("")
+
+
+def test_delete_prefix_spans_several_batches(store: S3Store, client: Any, settings: StorageSettings) -> None:
+    for i in range(1005):
+        client.put_object(Bucket=settings.s3_bucket, Key=f"t1/jobs/j1/frame-{i:05d}", Body=b"x")
+    assert store.delete_prefix("t1/jobs/j1/") == 1005
+    assert client.list_objects_v2(Bucket=settings.s3_bucket).get("KeyCount") == 0
+
+
+def test_missing_key(store: S3Store) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        store.get("t1/uploads/nope")
+    assert store.size("t1/uploads/nope") is None
+
+
+def test_for_bucket_reads_another_bucket(store: S3Store, client: Any) -> None:
+    other = f"media-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=other)
+    client.put_object(Bucket=other, Key="videos/clip.mp4", Body=b"frames")
+    assert store.for_bucket(other).get("videos/clip.mp4") == b"frames"
+
+
+def test_missing_bucket_is_not_a_missing_key(store: S3Store) -> None:
+    missing = store.for_bucket(f"missing-{uuid.uuid4().hex[:12]}")
+    with pytest.raises(StorageError) as raised:
+        missing.get("t1/uploads/u1")
+    assert not isinstance(raised.value, ObjectNotFoundError)
+    with pytest.raises(StorageUnavailableError):
+        missing.ping()
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda store: store.ping(),
+        lambda store: store.get("t1/uploads/u1"),
+        lambda store: store.size("t1/uploads/u1"),
+        lambda store: store.put("t1/uploads/u1", b"x"),
+        lambda store: store.delete_prefix("t1/"),
+    ],
+    ids=["ping", "get", "size", "put", "delete_prefix"],
+)
+def test_unreachable_endpoint_is_unavailable(operation: Any) -> None:
+    settings = s3_settings(f"http://127.0.0.1:{free_port()}", connect_timeout=1.0, read_timeout=1.0, max_retries=0)
+    store = make_store(settings)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailableError) as raised:
+        operation(store)
+    assert time.monotonic() - started < 5
+    assert raised.value.__cause__ is not None
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("NoSuchKey", 404, ObjectNotFoundError),
+        ("InternalError", 500, StorageUnavailableError),
+        ("ServiceUnavailable", 503, StorageUnavailableError),
+        ("SlowDown", 503, StorageUnavailableError),
+        ("AccessDenied", 403, StorageError),
+    ],
+)
+def test_server_errors_map_to_storage_errors(code: str, status: int, expected: type[StorageError]) -> None:
+    """Errors moto cannot be made to send, raised as botocore would raise them, through the same translation."""
+    error = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+    with pytest.raises(StorageError) as raised, _translated("bucket", "key"):
+        raise error
+    assert type(raised.value) is expected
+    assert raised.value.__cause__ is error

@@ -1,0 +1,124 @@
+"""A real samq deployment for integration tests: its own redis-server, the API over HTTP (waitress, in a
+subprocess), and real ``samq worker`` processes (Celery prefork), on local storage or a moto S3 endpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from api.client import Client
+from api.embedded import free_port, samq_command, wait_for
+from storage import make_store
+from storage.base import ObjectStore
+from storage.settings import StorageSettings
+from tasks.dispatch import ping
+from tasks.names import Queue
+from tasks.settings import QueueSettings
+from worker.celery_app import create_celery
+
+TEST_IMAGE_SIZE = 256
+ALL_QUEUES = ",".join(q.value for q in Queue)
+
+
+def model_env() -> dict[str, str]:
+    """The dev/test switches: the real SAM2 architecture, seeded random weights, shrunk input."""
+    return {"SAMQ_RANDOM_WEIGHTS": "1", "SAMQ_IMAGE_SIZE": str(TEST_IMAGE_SIZE), "SAMQ_WORKER_DEVICE": "cpu"}
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    env: dict[str, str]
+    logs: Path
+    api_url: str = ""
+    api: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def client(self) -> Client:
+        return Client(self.api_url)
+
+    @property
+    def objects(self) -> ObjectStore:
+        return make_store(StorageSettings(**_storage_kwargs(self.env)))
+
+    @property
+    def queue_settings(self) -> QueueSettings:
+        return QueueSettings(redis_url=self.redis_url)
+
+    def start_api(self) -> None:
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.env["SAMQ_STORAGE_PUBLIC_URL"] = self.api_url
+        self.api = self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
+        wait_for(lambda: urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2).close(), self.api, "the API", 30)
+
+    def start_worker(
+        self, queues: str = ALL_QUEUES, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A real worker in its own process group (so a test can kill -9 parent and child together)."""
+        worker = self._spawn(f"worker-{len(self.workers)}", ["worker", "--queues", queues], extra_env)
+        self.workers.append(worker)
+        app = create_celery(self.queue_settings)
+        wait_for(lambda: ping(app, Queue(queues.split(",", maxsplit=1)[0]), timeout=5), worker, "a worker", 90)
+        return worker
+
+    def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
+        """kill -9 of the whole worker: the Celery parent and its pool children."""
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        self.workers.remove(worker)
+
+    def stop(self) -> None:
+        for process in [*self.workers, *([self.api] if self.api else [])]:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [*self.workers, *([self.api] if self.api else [])]:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.workers.clear()
+
+    def _spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        return subprocess.Popen(
+            samq_command(*args), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stack_env(redis_url: str, storage: dict[str, str]) -> dict[str, str]:
+    return {
+        "SAMQ_REDIS_URL": redis_url,
+        "SAMQ_LEASE_SECONDS": "3",
+        "SAMQ_REAP_INTERVAL_SECONDS": "1",
+        "SAMQ_RETRY_BACKOFF_SECONDS": "0.2",
+        "PYTHONUNBUFFERED": "1",
+        **model_env(),
+        **storage,
+    }
+
+
+def local_storage_env(root: Path) -> dict[str, str]:
+    return {"SAMQ_STORAGE_BACKEND": "local", "SAMQ_STORAGE_DIR": str(root)}
+
+
+def s3_storage_env(endpoint: str, bucket: str) -> dict[str, str]:
+    return {
+        "SAMQ_STORAGE_BACKEND": "s3",
+        "SAMQ_STORAGE_S3_ENDPOINT_URL": endpoint,
+        "SAMQ_STORAGE_S3_BUCKET": bucket,
+        "SAMQ_STORAGE_S3_ACCESS_KEY_ID": "testing",
+        "SAMQ_STORAGE_S3_SECRET_ACCESS_KEY": "testing",
+    }
+
+
+def _storage_kwargs(env: dict[str, str]) -> dict[str, str]:
+    prefix = "SAMQ_STORAGE_"
+    return {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}

@@ -1,0 +1,61 @@
+"""Image bytes → (H, W, 3) uint8 RGB array, with the size checked from the header before anything is decoded."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tasks.errors import ImageTooLargeError, InvalidImageError, UnsupportedMediaError
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+"""Pillow plugins we let parse untrusted bytes (no EPS: it runs Ghostscript). The first frame of a GIF is used."""
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
+
+
+def decode_image(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
+    """Decode an image file to an (H, W, 3) uint8 RGB array, with its EXIF orientation applied.
+
+    Raises :class:`ImageTooLargeError` when the header announces more than ``max_pixels`` pixels (before any pixel
+    data is decoded), :class:`UnsupportedMediaError` when the bytes are not a supported image format, and
+    :class:`InvalidImageError` when they are one but cannot be decoded (truncated, corrupt).
+    """
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own (process-global) limit; ours is checked just below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(_too_large_message(None, max_pixels)) from e
+    except UnidentifiedImageError as e:
+        raise UnsupportedMediaError(f"not a supported image (formats: {', '.join(SUPPORTED_FORMATS)})") from e
+    except _DECODE_ERRORS as e:
+        raise InvalidImageError(f"cannot read the image header: {e}") from e
+
+    with image:
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise InvalidImageError(f"the image has an empty size {width}x{height}")
+        if width * height > max_pixels:
+            raise ImageTooLargeError(_too_large_message((width, height), max_pixels))
+        try:
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            rgb = oriented.convert("RGB")
+        except _DECODE_ERRORS as e:
+            raise InvalidImageError(f"cannot decode the {image.format} image: {e}") from e
+    return np.array(rgb, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
+
+
+def _too_large_message(size: tuple[int, int] | None, max_pixels: int) -> str:
+    if size is None:
+        announced = f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels (Pillow's own hard limit)"
+    else:
+        announced = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels"
+    return f"image too large: {announced}; the limit is {max_pixels} pixels (SAMQ_WORKER_MAX_IMAGE_PIXELS)"

@@ -1,0 +1,59 @@
+"""The per-process runtime: built lazily in the worker child on its first job, then kept warm."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from celery import current_app
+from celery.exceptions import SoftTimeLimitExceeded
+
+from storage import make_s3_reader, make_store
+from storage.settings import StorageSettings
+from tasks.dispatch import enqueue
+from tasks.jobs import Job
+from tasks.media import MediaSource
+from tasks.pipeline import Runtime
+from tasks.settings import QueueSettings
+from tasks.store import JobStore, connect
+from worker.embedding_cache import EmbeddingCache
+from worker.registry import ModelRegistry
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def runtime() -> Runtime:
+    queue, storage, worker = QueueSettings(), StorageSettings(), WorkerSettings()
+    objects = make_store(storage)
+    app = current_app._get_current_object()
+
+    def resend(job: Job, delay: float) -> None:
+        enqueue(app, job, countdown=delay)
+
+    log.info(
+        "worker runtime: device=%s random_weights=%s image_size=%s",
+        worker.device,
+        worker.random_weights,
+        worker.image_size,
+    )
+    return Runtime(
+        store=JobStore(connect(queue), queue),
+        objects=objects,
+        media=MediaSource(
+            objects,
+            make_s3_reader(storage),
+            max_bytes=worker.max_media_bytes,
+            timeout=worker.fetch_timeout_seconds,
+            allowed_networks=queue.allowed_networks,
+        ),
+        models=ModelRegistry(worker),
+        embeddings=EmbeddingCache(worker.embedding_cache_bytes),
+        resend=resend,
+        max_image_pixels=worker.max_image_pixels,
+        max_attempts=queue.max_attempts,
+        lease_interval=queue.lease_seconds / 3,
+        retry_backoff=queue.retry_backoff_seconds,
+        timeout_error=SoftTimeLimitExceeded,
+    )

@@ -1,0 +1,37 @@
+"""Worker settings (env prefix ``SAMQ_WORKER_``; the two dev/test switches keep their short names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAMQ_WORKER_", frozen=True)
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    models_dir: Path = Path("models")
+    """Checkpoints are looked up here first, as ``<model id>.pt`` (e.g. ``sam2.1_hiera_tiny.pt``)."""
+    hub_cache_dir: Path | None = None
+    """Where hub downloads go (default: huggingface_hub's own cache)."""
+    allow_download: bool = True
+    hub_token: SecretStr | None = None
+    torch_threads: int | None = None
+    embedding_cache_bytes: int = 1024 * 1024 * 1024
+    """In-process embedding LRU budget; the shared tier lives in object storage."""
+    max_image_pixels: int = 100_000_000
+    """Decoded pixel cap (decompression-bomb guard), checked from the header before any allocation."""
+    max_media_bytes: int = 64 * 1024 * 1024
+    fetch_timeout_seconds: float = 30.0
+    random_weights: bool = Field(
+        default=False, validation_alias=AliasChoices("SAMQ_RANDOM_WEIGHTS", "SAMQ_WORKER_RANDOM_WEIGHTS")
+    )
+    """Dev/test only: build the real architecture with seeded random weights instead of loading a checkpoint."""
+    image_size: int | None = Field(
+        default=None, ge=64, le=4096, validation_alias=AliasChoices("SAMQ_IMAGE_SIZE", "SAMQ_WORKER_IMAGE_SIZE")
+    )
+    """Dev/test only: shrink the model input size (a multiple of 32; SAM2's default is 1024)."""
+    seed: int = 0
