@@ -28,14 +28,20 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
-def validation_details(error: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    """Pydantic errors as ``{"field": "prompts.0.box", "message", "type"}``, with the field path."""
+def validation_details(error: ValidationError, union_tag: str | None = None) -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "prompts.0.box", "message", "type"}``.
+
+    For a discriminated union (job specs), ``union_tag`` is the body's ``type``: pydantic puts it first in every
+    path, and clients should see the field path inside their own body.
+    """
     details = []
     for item in error.errors(include_url=False):
-        path = ".".join(str(part) for part in item["loc"])
-        details.append(
-            {"field": f"{prefix}{path}" if path else prefix.rstrip("."), "message": item["msg"], "type": item["type"]}
-        )
+        loc = list(item["loc"])
+        if union_tag is not None and loc[:1] == [union_tag]:
+            loc = loc[1:]
+        if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = ["type"]
+        details.append({"field": ".".join(str(part) for part in loc), "message": item["msg"], "type": item["type"]})
     return details
 
 

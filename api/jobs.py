@@ -119,7 +119,8 @@ def _parse_spec(body: Any) -> JobSpec:
     try:
         return JOB_SPEC.validate_python(body)
     except ValidationError as e:
-        raise ApiError(422, "validation_error", "the job is invalid", validation_details(e)) from e
+        tag = body.get("type") if isinstance(body.get("type"), str) else None
+        raise ApiError(422, "validation_error", "the job is invalid", validation_details(e, tag)) from e
 
 
 def _admit(spec: JobSpec) -> JobSpec:

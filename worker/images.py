@@ -16,6 +16,7 @@ from tasks.errors import ImageTooLargeError, InvalidImageError, UnsupportedMedia
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 """Pillow plugins we let parse untrusted bytes (no EPS: it runs Ghostscript). The first frame of a GIF is used."""
 
+_WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
 
 
@@ -46,11 +47,19 @@ def decode_image(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
             raise ImageTooLargeError(_too_large_message((width, height), max_pixels))
         try:
             image.load()
-            oriented = ImageOps.exif_transpose(image)
-            rgb = oriented.convert("RGB")
+            return _to_rgb(ImageOps.exif_transpose(image))
         except _DECODE_ERRORS as e:
             raise InvalidImageError(f"cannot decode the {image.format} image: {e}") from e
-    return np.array(rgb, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
+
+
+def _to_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
+    """A writable (H, W, 3) uint8 copy (torch warns on read-only arrays)."""
+    if image.mode in _WIDE_GRAY_MODES:
+        # 16-bit grayscale: keep the high byte (Pillow's convert("RGB") would clip everything above 255 to white).
+        wide = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+        gray = (wide >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
 def _too_large_message(size: tuple[int, int] | None, max_pixels: int) -> str:

@@ -59,6 +59,14 @@ def test_other_modes_become_rgb(mode: str) -> None:
     assert np.array_equal(decoded, np.asarray(image.convert("RGB")))
 
 
+def test_sixteen_bit_grayscale_keeps_its_high_byte() -> None:
+    wide = (np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 500).astype(np.uint16)
+    decoded = decode_image(_encode(wide, "PNG"), LIMIT)
+    assert decoded.shape == (12, 10, 3)
+    assert np.array_equal(decoded[:, :, 0], (wide >> 8).astype(np.uint8))
+    assert np.array_equal(decoded[:, :, 0], decoded[:, :, 2])
+
+
 def test_exif_orientation_is_applied() -> None:
     original = _rgb(4, 7)
     exif = Image.Exif()

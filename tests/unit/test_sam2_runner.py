@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,11 @@ from worker.results import boxes_from_masks
 from worker.runners.sam2_image import ImageEmbedding, Sam2ImageRunner, VisualPrompt
 from worker.settings import WorkerSettings
 
-# worker.runners.sam2_image installs the torchvision shim before sam2 (and so torchvision) is imported.
-from sam2.build_sam import build_sam2  # isort: skip
-from sam2.sam2_image_predictor import SAM2ImagePredictor  # isort: skip
-
-pytestmark = pytest.mark.unit
+pytestmark = [
+    pytest.mark.unit,
+    # sam2's SAM2Transforms scripts a module; torch 2.13 deprecates torch.jit.script (the runner silences this).
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+]
 
 MODEL = "sam2.1_hiera_tiny"
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -38,7 +39,12 @@ def _settings(**overrides: Any) -> WorkerSettings:
     return WorkerSettings(**values)
 
 
-def _reference_predictor(seed: int) -> SAM2ImagePredictor:
+def _reference_predictor(seed: int) -> Any:
+    """Meta's predictor, built the documented way. (sam2 is imported here, after worker.runners.sam2_image has
+    installed the torchvision shim that sam2's import of torchvision needs on CPU machines.)"""
+    from sam2.build_sam import build_sam2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
     torch.manual_seed(seed)
     model = build_sam2(
         CONFIG, None, device="cpu", hydra_overrides_extra=[f"++model.image_size={SIZE}"], apply_postprocessing=False
@@ -72,7 +78,7 @@ PROMPTS = [
 ]
 
 
-def _reference_call(predictor: SAM2ImagePredictor, prompt: VisualPrompt, multimask: bool) -> tuple[np.ndarray, ...]:
+def _reference_call(predictor: Any, prompt: VisualPrompt, multimask: bool) -> tuple[np.ndarray, ...]:
     masks, scores, logits = predictor.predict(
         point_coords=prompt.point_coords,
         point_labels=prompt.point_labels,
@@ -91,7 +97,7 @@ def runner() -> Sam2ImageRunner:
 
 
 @pytest.fixture(scope="module")
-def reference() -> SAM2ImagePredictor:
+def reference() -> Any:
     predictor = _reference_predictor(0)
     predictor.set_image(IMAGE)
     return predictor
@@ -113,7 +119,7 @@ def test_runner_shape_facts(runner: Sam2ImageRunner, embedding: ImageEmbedding) 
     )
 
 
-def test_embedding_matches_reference_features(embedding: ImageEmbedding, reference: SAM2ImagePredictor) -> None:
+def test_embedding_matches_reference_features(embedding: ImageEmbedding, reference: Any) -> None:
     assert torch.equal(embedding.features["image_embed"], reference._features["image_embed"])
     for ours, theirs in zip(embedding.features["high_res_feats"], reference._features["high_res_feats"], strict=True):
         assert torch.equal(ours, theirs)
@@ -121,7 +127,7 @@ def test_embedding_matches_reference_features(embedding: ImageEmbedding, referen
 
 @pytest.mark.parametrize("multimask", [True, False])
 def test_best_masks_are_bit_identical_to_the_reference(
-    runner: Sam2ImageRunner, embedding: ImageEmbedding, reference: SAM2ImagePredictor, multimask: bool
+    runner: Sam2ImageRunner, embedding: ImageEmbedding, reference: Any, multimask: bool
 ) -> None:
     result = runner.predict(embedding, PROMPTS, multimask, False)
     assert len(result) == len(PROMPTS)
@@ -140,7 +146,7 @@ def test_best_masks_are_bit_identical_to_the_reference(
 
 
 def test_return_all_masks_gives_every_candidate(
-    runner: Sam2ImageRunner, embedding: ImageEmbedding, reference: SAM2ImagePredictor
+    runner: Sam2ImageRunner, embedding: ImageEmbedding, reference: Any
 ) -> None:
     result = runner.predict(embedding, PROMPTS[:2], True, True)
     assert result.prompt_index.tolist() == [0, 0, 0, 1, 1, 1]
@@ -152,7 +158,7 @@ def test_return_all_masks_gives_every_candidate(
 
 
 def test_mask_input_refinement_matches_the_reference(
-    runner: Sam2ImageRunner, embedding: ImageEmbedding, reference: SAM2ImagePredictor
+    runner: Sam2ImageRunner, embedding: ImageEmbedding, reference: Any
 ) -> None:
     first = runner.predict(embedding, PROMPTS[:1], True, False)
     refine = VisualPrompt(
@@ -166,6 +172,7 @@ def test_mask_input_refinement_matches_the_reference(
     masks, scores, logits = _reference_call(reference, refine, False)
     assert np.array_equal(result.masks[0], masks[0])
     assert result.scores[0] == scores[0]
+    assert np.array_equal(result.low_res_logits[0], logits[0])
     without_mask = runner.predict(
         embedding, [VisualPrompt(point_coords=refine.point_coords, point_labels=refine.point_labels)], False, False
     )
@@ -193,7 +200,7 @@ def test_embedding_of_another_size_is_refused(runner: Sam2ImageRunner) -> None:
         "image_embed": torch.zeros(1, 256, 64, 64),
         "high_res_feats": [torch.zeros(1, 32, 256, 256), torch.zeros(1, 64, 128, 128)],
     }
-    alien = ImageEmbedding.create(features, (HEIGHT, WIDTH))  # type: ignore[arg-type]
+    alien = ImageEmbedding.create(features, (HEIGHT, WIDTH))
     with pytest.raises(ValueError, match="another model or size"):
         runner.predict(alien, PROMPTS[:1], True, False)
 
@@ -240,11 +247,6 @@ def test_malformed_prompts_are_value_errors(runner: Sam2ImageRunner, embedding: 
         runner.predict(embedding, [], True, False)
 
 
-def test_two_builds_are_identical_and_other_seeds_differ(embedding: ImageEmbedding) -> None:
-    again = Sam2ImageRunner.load(MODEL, _settings())
-    assert torch.equal(again.encode(IMAGE).features["image_embed"], embedding.features["image_embed"])
-
-
 def _state_digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -255,11 +257,16 @@ def _state_digest(model: torch.nn.Module) -> str:
 
 def test_random_weights_are_identical_across_processes(runner: Sam2ImageRunner) -> None:
     code = (
+        "import hashlib\n"
         "from worker.runners.sam2_image import Sam2ImageRunner\n"
         "from worker.settings import WorkerSettings\n"
-        "from tests.unit.test_sam2_runner import _state_digest\n"
         f"s = WorkerSettings(SAMQ_RANDOM_WEIGHTS=True, SAMQ_IMAGE_SIZE={SIZE}, device='cpu', seed=0)\n"
-        f"print(_state_digest(Sam2ImageRunner.load('{MODEL}', s)._predictor.model))\n"
+        f"model = Sam2ImageRunner.load('{MODEL}', s)._predictor.model\n"
+        "digest = hashlib.sha256()\n"
+        "for name, tensor in sorted(model.state_dict().items()):\n"
+        "    digest.update(name.encode())\n"
+        "    digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())\n"
+        "print(digest.hexdigest())\n"
     )
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
@@ -289,5 +296,26 @@ def test_checkpoint_from_models_dir_is_loaded(tmp_path: Path, runner: Sam2ImageR
 
 def test_missing_checkpoint_is_unavailable(tmp_path: Path) -> None:
     settings = _settings(SAMQ_RANDOM_WEIGHTS=False, models_dir=tmp_path, allow_download=False)
-    with pytest.raises(ModelUnavailableError, match=str(tmp_path / "sam2.1_hiera_tiny.pt")):
+    with pytest.raises(ModelUnavailableError, match=re.escape(str(tmp_path / "sam2.1_hiera_tiny.pt"))):
         Sam2ImageRunner.load(MODEL, settings)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None])
+def test_unloadable_checkpoint_is_unavailable(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    if content is None:
+        torch.save({"model": {}}, path)  # a loadable file that is not this model
+    else:
+        path.write_bytes(content)
+    settings = _settings(SAMQ_RANDOM_WEIGHTS=False, models_dir=tmp_path, allow_download=False)
+    with pytest.raises(ModelUnavailableError, match=r"cannot be loaded as sam2\.1_hiera_tiny"):
+        Sam2ImageRunner.load(MODEL, settings)
+
+
+def test_a_second_build_is_identical_even_after_hydra_was_cleared(embedding: ImageEmbedding) -> None:
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # as a test or another library might leave it
+    again = Sam2ImageRunner.load(MODEL, _settings())
+    assert GlobalHydra.instance().is_initialized()
+    assert torch.equal(again.encode(IMAGE).features["image_embed"], embedding.features["image_embed"])

@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import pickle
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -23,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from tasks.errors import PromptOutOfBoundsError
+from tasks.errors import ModelUnavailableError, PromptOutOfBoundsError
 from worker import torchvision_compat
 from worker.results import InstanceMasks, boxes_from_masks
 from worker.settings import WorkerSettings
@@ -129,30 +130,36 @@ class Sam2ImageRunner:
         card = model_card(model_id)
         device = _select_device(settings)
         overrides = [f"++model.image_size={settings.image_size}"] if settings.image_size else []
+        checkpoint = None if settings.random_weights else resolve_checkpoint(card.model_id, settings)
         _ensure_hydra()
-        if settings.random_weights:
+        if checkpoint is None:
             logger.warning("building %s with RANDOM weights (seed %d): dev/test only", card.model_id, settings.seed)
-            torch.manual_seed(settings.seed)
-            model = build_sam2(
-                card.config,
-                None,
-                device=device,
-                mode="eval",
-                hydra_overrides_extra=overrides,
-                apply_postprocessing=False,
-            )
+            torch.manual_seed(settings.seed)  # right before the build: the same weights in every process
         else:
-            checkpoint = resolve_checkpoint(card.model_id, settings)
             logger.info("building %s from %s on %s", card.model_id, checkpoint, device)
+        try:
             model = build_sam2(
                 card.config,
-                str(checkpoint),
+                None if checkpoint is None else str(checkpoint),
                 device=device,
                 mode="eval",
                 hydra_overrides_extra=overrides,
                 apply_postprocessing=False,
             )
-        predictor = SAM2ImagePredictor(model)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+            if checkpoint is None:
+                raise
+            # sam2 raises a bare RuntimeError for missing/unexpected keys (logged by sam2 just before).
+            raise ModelUnavailableError(
+                f"checkpoint {checkpoint} cannot be loaded as {card.model_id} ({type(e).__name__}: {e}); "
+                "replace the file in SAMQ_WORKER_MODELS_DIR"
+            ) from e
+        with warnings.catch_warnings():
+            # SAM2Transforms scripts its resize/normalize module; torch >= 2.10 deprecates torch.jit.script.
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+            predictor = SAM2ImagePredictor(model)
         if settings.image_size:
             size = settings.image_size
             predictor._bb_feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
