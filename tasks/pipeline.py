@@ -208,7 +208,11 @@ def _cached_embedding(key: str, rt: Runtime, device: str) -> tuple[ImageEmbeddin
     except BackendError as e:
         log.warning("shared embedding tier unreadable (%s); encoding instead", e)
         return None, "miss"
-    embedding = ImageEmbedding.from_bytes(data, device)
+    try:
+        embedding = ImageEmbedding.from_bytes(data, device)
+    except ValueError as e:
+        log.warning("shared embedding %s is unreadable (%s); encoding instead", key, e)
+        return None, "miss"
     rt.embeddings.put(key, embedding)
     return embedding, "shared"
 

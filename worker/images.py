@@ -27,29 +27,30 @@ def decode_image(data: bytes, max_pixels: int) -> npt.NDArray[np.uint8]:
     data is decoded), :class:`UnsupportedMediaError` when the bytes are not a supported image format, and
     :class:`InvalidImageError` when they are one but cannot be decoded (truncated, corrupt).
     """
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns above its own (process-global) limit; ours is checked just below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(_too_large_message(None, max_pixels)) from e
-    except UnidentifiedImageError as e:
-        raise UnsupportedMediaError(f"not a supported image (formats: {', '.join(SUPPORTED_FORMATS)})") from e
-    except _DECODE_ERRORS as e:
-        raise InvalidImageError(f"cannot read the image header: {e}") from e
-
-    with image:
-        width, height = image.size
-        if width <= 0 or height <= 0:
-            raise InvalidImageError(f"the image has an empty size {width}x{height}")
-        if width * height > max_pixels:
-            raise ImageTooLargeError(_too_large_message((width, height), max_pixels))
+    with warnings.catch_warnings():
+        # Pillow warns above its own (process-global) limit; ours is checked from the header below.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        except Image.DecompressionBombError as e:
+            raise ImageTooLargeError(_too_large_message(None, max_pixels)) from e
+        except UnidentifiedImageError as e:
+            raise UnsupportedMediaError(f"not a supported image (formats: {', '.join(SUPPORTED_FORMATS)})") from e
         except _DECODE_ERRORS as e:
-            raise InvalidImageError(f"cannot decode the {image.format} image: {e}") from e
+            raise InvalidImageError(f"cannot read the image header: {e}") from e
+        with image:
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise InvalidImageError(f"the image has an empty size {width}x{height}")
+            if width * height > max_pixels:
+                raise ImageTooLargeError(_too_large_message((width, height), max_pixels))
+            try:
+                image.load()
+                return _to_rgb(ImageOps.exif_transpose(image))
+            except Image.DecompressionBombError as e:  # e.g. a GIF frame larger than its header said
+                raise ImageTooLargeError(_too_large_message(None, max_pixels)) from e
+            except _DECODE_ERRORS as e:
+                raise InvalidImageError(f"cannot decode the {image.format} image: {e}") from e
 
 
 def _to_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 @functools.cache
 def runtime() -> Runtime:
     queue, storage, worker = QueueSettings(), StorageSettings(), WorkerSettings()
+    if worker.torch_threads:
+        import torch
+
+        torch.set_num_threads(worker.torch_threads)
     objects = make_store(storage)
     app = current_app._get_current_object()
 

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAMQ_WORKER_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SAMQ_WORKER_", frozen=True, populate_by_name=True)
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     models_dir: Path = Path("models")

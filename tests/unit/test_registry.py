@@ -22,7 +22,7 @@ class _Loader:
 
 def test_nothing_loads_until_first_use_then_stays_warm() -> None:
     loader = _Loader()
-    registry = ModelRegistry(WorkerSettings(SAMQ_RANDOM_WEIGHTS=True), loader=loader)
+    registry = ModelRegistry(WorkerSettings(random_weights=True), loader=loader)
     assert loader.calls == []
     first = registry.get("sam2.1_hiera_tiny")
     assert registry.get("sam2.1_hiera_tiny") is first
@@ -32,7 +32,7 @@ def test_nothing_loads_until_first_use_then_stays_warm() -> None:
 
 def test_least_recently_used_model_is_unloaded() -> None:
     loader = _Loader()
-    registry = ModelRegistry(WorkerSettings(SAMQ_RANDOM_WEIGHTS=True), loader=loader, max_models=2)
+    registry = ModelRegistry(WorkerSettings(random_weights=True), loader=loader, max_models=2)
     registry.get("tiny")
     registry.get("small")
     registry.get("tiny")

@@ -29,8 +29,8 @@ SIZE = 256
 
 def _settings(**overrides: Any) -> WorkerSettings:
     values: dict[str, Any] = {
-        "SAMQ_RANDOM_WEIGHTS": True,
-        "SAMQ_IMAGE_SIZE": SIZE,
+        "random_weights": True,
+        "image_size": SIZE,
         "device": "cpu",
         "seed": 0,
         "allow_download": False,
@@ -260,7 +260,7 @@ def test_random_weights_are_identical_across_processes(runner: Sam2ImageRunner) 
         "import hashlib\n"
         "from worker.runners.sam2_image import Sam2ImageRunner\n"
         "from worker.settings import WorkerSettings\n"
-        f"s = WorkerSettings(SAMQ_RANDOM_WEIGHTS=True, SAMQ_IMAGE_SIZE={SIZE}, device='cpu', seed=0)\n"
+        f"s = WorkerSettings(random_weights=True, image_size={SIZE}, device='cpu', seed=0)\n"
         f"model = Sam2ImageRunner.load('{MODEL}', s)._predictor.model\n"
         "digest = hashlib.sha256()\n"
         "for name, tensor in sorted(model.state_dict().items()):\n"
@@ -279,7 +279,7 @@ def test_random_weights_are_identical_across_processes(runner: Sam2ImageRunner) 
 def test_checkpoint_from_models_dir_is_loaded(tmp_path: Path, runner: Sam2ImageRunner) -> None:
     seeded = _reference_predictor(123)
     torch.save({"model": seeded.model.state_dict()}, tmp_path / "sam2.1_hiera_tiny.pt")
-    settings = _settings(SAMQ_RANDOM_WEIGHTS=False, models_dir=tmp_path, allow_download=False)
+    settings = _settings(random_weights=False, models_dir=tmp_path, allow_download=False)
     loaded = Sam2ImageRunner.load(MODEL, settings)
     assert _state_digest(loaded._predictor.model) == _state_digest(seeded.model)
 
@@ -295,7 +295,7 @@ def test_checkpoint_from_models_dir_is_loaded(tmp_path: Path, runner: Sam2ImageR
 
 
 def test_missing_checkpoint_is_unavailable(tmp_path: Path) -> None:
-    settings = _settings(SAMQ_RANDOM_WEIGHTS=False, models_dir=tmp_path, allow_download=False)
+    settings = _settings(random_weights=False, models_dir=tmp_path, allow_download=False)
     with pytest.raises(ModelUnavailableError, match=re.escape(str(tmp_path / "sam2.1_hiera_tiny.pt"))):
         Sam2ImageRunner.load(MODEL, settings)
 
@@ -307,7 +307,7 @@ def test_unloadable_checkpoint_is_unavailable(tmp_path: Path, content: bytes | N
         torch.save({"model": {}}, path)  # a loadable file that is not this model
     else:
         path.write_bytes(content)
-    settings = _settings(SAMQ_RANDOM_WEIGHTS=False, models_dir=tmp_path, allow_download=False)
+    settings = _settings(random_weights=False, models_dir=tmp_path, allow_download=False)
     with pytest.raises(ModelUnavailableError, match=r"cannot be loaded as sam2\.1_hiera_tiny"):
         Sam2ImageRunner.load(MODEL, settings)
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 
 def _settings(models_dir: Path, **overrides: Any) -> WorkerSettings:
-    values: dict[str, Any] = {"models_dir": models_dir, "allow_download": False, "SAMQ_RANDOM_WEIGHTS": False}
+    values: dict[str, Any] = {"models_dir": models_dir, "allow_download": False, "random_weights": False}
     values.update(overrides)
     return WorkerSettings(**values)
 
@@ -66,7 +66,7 @@ def test_missing_file_without_download_names_the_path_and_settings(
 
 def test_random_weights_never_download(tmp_path: Path, no_network: list[dict[str, Any]]) -> None:
     with pytest.raises(ModelUnavailableError):
-        resolve_checkpoint("sam2.1_hiera_tiny", _settings(tmp_path, allow_download=True, SAMQ_RANDOM_WEIGHTS=True))
+        resolve_checkpoint("sam2.1_hiera_tiny", _settings(tmp_path, allow_download=True, random_weights=True))
     assert no_network == []
 
 

@@ -1,0 +1,174 @@
+"""The job store's state machine, leases and fencing against a real Redis server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.embedded import redis_server
+from tasks.errors import InvalidImageError, MediaFetchError
+from tasks.jobs import IllegalTransitionError, JobResult, JobStatus, new_job
+from tasks.settings import QueueSettings
+from tasks.specs import SegmentSpec
+from tasks.store import JobStore, connect
+
+pytestmark = pytest.mark.integration
+
+SPEC = SegmentSpec.model_validate(
+    {"type": "segment", "image": {"upload": "upl_abc"}, "prompts": [{"points": [{"x": 1, "y": 1}]}]}
+)
+RESULT = JobResult(files=[], summary={"instances": 0})
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis"), appendonly=False) as url:
+        yield url
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[JobStore]:
+    settings = QueueSettings(redis_url=redis_url, lease_seconds=0.5, max_attempts=2)
+    client = connect(settings)
+    client.flushdb()
+    yield JobStore(client, settings)
+
+
+def test_a_job_runs_once_and_terminal_states_never_change(store: JobStore) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    started = store.start(job.id)
+    assert started is not None and started.status == JobStatus.RUNNING and started.attempts == 1
+    assert store.start(job.id) is None, "a duplicate delivery must not start a second attempt under a live lease"
+    assert store.succeed(job.id, 1, RESULT)
+    assert store.get(job.id).status == JobStatus.SUCCEEDED  # type: ignore[union-attr]
+    assert not store.fail(job.id, 1, InvalidImageError("late"))
+    assert store.start(job.id) is None
+    with pytest.raises(IllegalTransitionError):
+        store.request_cancel(job.id, "t1")
+    assert store.get(job.id).status == JobStatus.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_a_lapsed_lease_is_reaped_and_the_stale_attempt_is_fenced(store: JobStore) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    assert store.start(job.id) is not None
+    assert store.lapsed() == []
+    time.sleep(0.6)
+    assert store.lapsed() == [job.id]
+    requeued = store.reap(job.id)
+    assert requeued is not None and requeued.status == JobStatus.QUEUED
+    assert requeued.error is not None and requeued.error.code == "worker_lost"
+    second = store.start(job.id)
+    assert second is not None and second.attempts == 2
+    # The first attempt was only presumed dead: every write it tries now is refused.
+    assert not store.heartbeat(job.id, 1)
+    assert not store.succeed(job.id, 1, RESULT)
+    assert not store.set_progress(job.id, 1, 1, 1, "images")
+    assert store.heartbeat(job.id, 2)
+    assert store.succeed(job.id, 2, RESULT)
+    final = store.get(job.id)
+    assert final is not None and final.status == JobStatus.SUCCEEDED and final.attempts == 2 and final.error is None
+
+
+def test_out_of_attempts_fails_with_worker_lost(store: JobStore) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    for _ in range(2):
+        assert store.start(job.id) is not None
+        time.sleep(0.6)
+        store.reap(job.id)
+    final = store.get(job.id)
+    assert final is not None and final.status == JobStatus.FAILED
+    assert final.error is not None and final.error.code == "worker_lost"
+    assert store.lapsed() == []
+
+
+def test_renewed_lease_is_not_reaped(store: JobStore) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    store.start(job.id)
+    for _ in range(4):
+        time.sleep(0.2)
+        assert store.heartbeat(job.id, 1)
+    assert store.reap(job.id) is None
+    assert store.get(job.id).status == JobStatus.RUNNING  # type: ignore[union-attr]
+
+
+def test_transient_failure_requeues_keeping_the_error(store: JobStore) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    store.start(job.id)
+    assert store.requeue(job.id, 1, MediaFetchError("timeout"))
+    queued = store.get(job.id)
+    assert queued is not None and queued.status == JobStatus.QUEUED and queued.error is not None
+    assert queued.error.retryable
+
+
+def test_cancel_queued_is_immediate_and_running_is_flagged(store: JobStore) -> None:
+    queued, running = new_job(SPEC, "t1"), new_job(SPEC, "t1")
+    store.create(queued)
+    store.create(running)
+    store.start(running.id)
+    assert store.request_cancel(queued.id, "t1").status == JobStatus.CANCELED  # type: ignore[union-attr]
+    assert store.start(queued.id) is None
+    flagged = store.request_cancel(running.id, "t1")
+    assert flagged is not None and flagged.status == JobStatus.RUNNING and flagged.cancel_requested
+    assert store.cancel_running(running.id, 1)
+    assert store.get(running.id).status == JobStatus.CANCELED  # type: ignore[union-attr]
+    assert store.request_cancel(running.id, "another-tenant") is None
+
+
+def test_tenants_only_see_their_own_jobs(store: JobStore) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    assert store.get(job.id, "t1") is not None
+    assert store.get(job.id, "t2") is None
+    assert store.list_jobs("t2") == ([], None)
+
+
+def test_listing_pages_newest_first_with_filters(store: JobStore) -> None:
+    ids = []
+    for _ in range(7):
+        job = new_job(SPEC, "t1")
+        store.create(job)
+        ids.append(job.id)
+        time.sleep(0.002)
+    store.start(ids[3])
+    pages, cursor = [], None
+    while True:
+        page, cursor = store.list_jobs("t1", limit=3, cursor=cursor)
+        pages.append([j.id for j in page])
+        if cursor is None:
+            break
+    assert [i for p in pages for i in p] == ids[::-1]
+    running, _ = store.list_jobs("t1", status=JobStatus.RUNNING)
+    assert [j.id for j in running] == [ids[3]]
+
+
+def test_wait_terminal_wakes_on_the_transition(store: JobStore) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    store.start(job.id)
+    threading.Timer(0.3, lambda: store.succeed(job.id, 1, RESULT)).start()
+    started = time.monotonic()
+    finished = store.wait_terminal(job.id, timeout=10)
+    assert finished is not None and finished.status == JobStatus.SUCCEEDED
+    assert time.monotonic() - started < 2
+
+
+def test_concurrent_starts_yield_exactly_one_attempt(store: JobStore, tmp_path: Path) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    winners: list[int] = []
+    threads = [threading.Thread(target=lambda: winners.append(1) if store.start(job.id) else None) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+    assert store.get(job.id).attempts == 1  # type: ignore[union-attr]
