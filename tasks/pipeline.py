@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from worker.embedding_cache import EmbeddingCache
 
 from storage import keys
 from storage.base import ObjectNotFoundError, ObjectStore
@@ -34,6 +33,7 @@ from tasks.media import MediaSource
 from tasks.outputs import LOW_RES_LOGITS, write_embed_result, write_segment_result
 from tasks.specs import Base64Image, CachedImage, EmbedSpec, Prompt, S3Image, SegmentSpec, UploadImage, UrlImage
 from tasks.store import JobStore
+from worker.embedding_cache import EmbeddingCache
 from worker.images import decode_image
 from worker.results import InstanceMasks
 from worker.runners.sam2_image import ImageEmbedding, VisualPrompt

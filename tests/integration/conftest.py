@@ -17,7 +17,11 @@ BUCKET = "samq-test"
 def s3_endpoint() -> Iterator[str]:
     with moto_s3_server() as endpoint:
         boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         ).create_bucket(Bucket=BUCKET)
         yield endpoint
 

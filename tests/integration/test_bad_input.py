@@ -17,7 +17,9 @@ GOOD_PROMPTS = [{"points": [{"x": 100, "y": 100}]}]
 
 
 def raw_post(stack: Stack, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
-    request = urllib.request.Request(stack.api_url + path, data=body, method="POST", headers={"Content-Type": content_type})
+    request = urllib.request.Request(
+        stack.api_url + path, data=body, method="POST", headers={"Content-Type": content_type}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())

@@ -31,11 +31,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[JobStore]:
+def store(redis_url: str) -> JobStore:
     settings = QueueSettings(redis_url=redis_url, lease_seconds=0.5, max_attempts=2)
     client = connect(settings)
     client.flushdb()
-    yield JobStore(client, settings)
+    return JobStore(client, settings)
 
 
 def test_a_job_runs_once_and_terminal_states_never_change(store: JobStore) -> None:

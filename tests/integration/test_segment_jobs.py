@@ -18,7 +18,10 @@ HEIGHT, WIDTH = 240, 320
 PROMPTS = [
     {"points": [{"x": 120, "y": 118}]},
     {"box": {"x0": 235, "y0": 35, "x1": 292, "y1": 82}},
-    {"points": [{"x": 128, "y": 120}, {"x": 20, "y": 20, "positive": False}], "box": {"x0": 60, "y0": 60, "x1": 200, "y1": 180}},
+    {
+        "points": [{"x": 128, "y": 120}, {"x": 20, "y": 20, "positive": False}],
+        "box": {"x0": 60, "y0": 60, "x1": 200, "y1": 180},
+    },
 ]
 
 
@@ -107,7 +110,9 @@ def test_mask_input_refines_an_earlier_instance(local_stack: Stack) -> None:
     refined = client.result(second["id"])["instances"][0]
     assert coco_mask.decode(refined["rle"]).shape == (HEIGHT, WIDTH)
 
-    missing = client.submit({**refine, "prompts": [{**refine["prompts"][0], "mask_input": {"job": first["id"], "index": 99}}]}, wait=60)  # type: ignore[dict-item]
+    missing = client.submit(
+        {**refine, "prompts": [{**refine["prompts"][0], "mask_input": {"job": first["id"], "index": 99}}]}, wait=60
+    )  # type: ignore[dict-item]
     assert missing["status"] == "failed"
     assert missing["error"]["code"] == "mask_input_not_found"
 

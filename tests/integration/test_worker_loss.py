@@ -20,12 +20,18 @@ FULL_SIZE = {"SAMQ_IMAGE_SIZE": "1024"}  # hiera_tiny at 1024: seconds of work, 
 
 def submit_slow_job(client: Client) -> str:
     job = client.submit(
-        {"type": "segment", "image": {"base64": b64(png_bytes(scene(640, 480)))}, "prompts": [{"points": [{"x": 300, "y": 200}]}]}
+        {
+            "type": "segment",
+            "image": {"base64": b64(png_bytes(scene(640, 480)))},
+            "prompts": [{"points": [{"x": 300, "y": 200}]}],
+        }
     )
     return str(job["id"])
 
 
-def wait_for_attempt(client: Client, job_id: str, attempt: int, seen: list[str], timeout: float = 120) -> dict[str, Any]:
+def wait_for_attempt(
+    client: Client, job_id: str, attempt: int, seen: list[str], timeout: float = 120
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.job(job_id)

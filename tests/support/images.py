@@ -16,7 +16,11 @@ def scene(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
     yy, xx = np.mgrid[0:height, 0:width]
-    pixels[((xx - width * 0.4) / (width * 0.2)) ** 2 + ((yy - height * 0.5) / (height * 0.25)) ** 2 <= 1] = (230, 190, 40)
+    pixels[((xx - width * 0.4) / (width * 0.2)) ** 2 + ((yy - height * 0.5) / (height * 0.25)) ** 2 <= 1] = (
+        230,
+        190,
+        40,
+    )
     pixels[height // 6 : height // 3, width * 3 // 4 : width * 9 // 10] = (40, 200, 90)
     return pixels
 

@@ -1,0 +1,93 @@
+"""The CLI as a user runs it: ``samq up`` (the embedded default), ``samq submit --wait``, ``samq demo``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from api.embedded import free_port
+from tests.support.images import png_bytes, scene
+from tests.support.stack import model_env
+
+pytestmark = pytest.mark.e2e
+
+SAMQ = [sys.executable, "-m", "api.cli"]
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMQ_")}
+    return {**env, **model_env(), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def samq_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [*SAMQ, "up", "--port", str(port), "--data-dir", str(data_dir)],
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        if "samq is up at" in line:
+            break
+        assert time.monotonic() < deadline, "samq up did not come up"
+    else:
+        pytest.fail(f"samq up exited with {process.wait()}")
+    try:
+        yield process, f"http://127.0.0.1:{port}", data_dir
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_samq_up_serves_submit_and_stops_everything_on_sigterm(
+    samq_up: tuple[subprocess.Popen[str], str, Path], tmp_path: Path
+) -> None:
+    process, url, data_dir = samq_up
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert any("redis-server" in " ".join(c.cmdline()) for c in children)
+    image = tmp_path / "scene.png"
+    image.write_bytes(png_bytes(scene()))
+
+    submit = subprocess.run(
+        [*SAMQ, "submit", str(image), "--point", "120,118", "--point", "10,10,neg", "--box", "60,60,200,180",
+         "--wait", "--url", url],
+        env=cli_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert submit.returncode == 0, submit.stderr
+    assert "succeeded" in submit.stdout
+    result_line = next(line for line in submit.stdout.splitlines() if line.startswith("result: "))
+    with urllib.request.urlopen(result_line.removeprefix("result: "), timeout=10) as response:
+        document = json.loads(response.read())
+    assert document["image"] == {"width": 320, "height": 240, "image_id": document["image"]["image_id"]}
+    assert len(document["instances"]) == 1
+    assert list((data_dir / "objects" / "default" / "jobs").iterdir()), "results are stored under the data dir"
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    time.sleep(0.5)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_samq_demo_runs_the_main_job_and_stops(tmp_path: Path) -> None:
+    demo = subprocess.run(
+        [*SAMQ, "demo", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
+        env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "succeeded" in demo.stdout
+    assert "instance 0: score" in demo.stdout
+    assert "stopping samq" in demo.stdout
