@@ -54,11 +54,12 @@ COPY storage/ storage/
 # toolkit needed); --no-build-isolation builds it against the torch installed above instead of pulling the newest
 # CUDA torch into an isolated build environment.
 RUN SAM2_BUILD_CUDA=0 PIP_CONSTRAINT=/src/constraints.txt \
-    pip install --no-build-isolation -c constraints.txt /src \
- && python -c "import sys, api.app, api.cli; assert 'torch' not in sys.modules, 'the API must not import torch'" \
- && python -c "import worker.celery_app, tasks.celery_tasks"
+    pip install --no-build-isolation -c constraints.txt /src
 
+# Smoke-test the installed package (outside /src, so the sources there do not shadow it).
 WORKDIR /home/samq
+RUN python -c "import sys, api.app, api.cli; assert 'torch' not in sys.modules, 'the API must not import torch'" \
+ && python -c "import worker.celery_app, tasks.celery_tasks"
 
 # ---------------------------------------------------------------------------------------------------------------
 FROM base AS api

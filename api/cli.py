@@ -100,6 +100,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     host, port = args.host or settings.host, args.port or settings.port
     check_binding(host, Tenants(settings.keys.get_secret_value()))
     app = create_app(build_services(api=settings))
+    _exit_on_sigterm()
     print(f"samq API on http://{host}:{port}", flush=True)
     waitress.serve(app, host=host, port=port, threads=settings.threads, ident="samq")
     return 0

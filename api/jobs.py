@@ -50,8 +50,11 @@ def submit() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
             503, "broker_unavailable", "could not enqueue the job; retry later", retry_after=RETRY_AFTER_SECONDS
         ) from e
     wait = _prefer_wait(svc.api.max_wait_seconds)
-    if wait:
-        finished = svc.jobs.wait_terminal(job.id, wait)
+    if wait and svc.waiters.acquire(blocking=False):  # else answer 202 at once: waits never starve the server
+        try:
+            finished = svc.jobs.wait_terminal(job.id, wait)
+        finally:
+            svc.waiters.release()
         if finished is not None and finished.status.is_terminal:
             return _job_response(finished), 200
     return _job_response(job), 202, {"Location": f"/v1/jobs/{job.id}"}
@@ -135,8 +138,7 @@ def _admit(spec: JobSpec) -> JobSpec:
         raise _invalid("image.upload", f"unknown upload {image.upload}")
     elif isinstance(image, S3Image):
         bucket = image.s3.removeprefix("s3://").split("/", 1)[0]
-        readable = {svc.storage.s3_bucket, *svc.storage.s3_read_buckets}
-        if svc.storage.backend != "s3" or bucket not in readable:
+        if bucket not in svc.storage.readable_buckets:
             raise _invalid(
                 "image.s3", f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)"
             )

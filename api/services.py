@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -27,6 +28,8 @@ class Services:
     uploads: UploadStore
     objects: ObjectStore
     celery: Celery
+    waiters: threading.BoundedSemaphore
+    """Requests allowed to hold a server thread for ``Prefer: wait`` at once (half the threads)."""
 
 
 def build_services(
@@ -43,4 +46,5 @@ def build_services(
         uploads=UploadStore(client, queue.job_ttl_seconds),
         objects=make_store(storage),
         celery=create_celery(queue),
+        waiters=threading.BoundedSemaphore(max(1, api.threads // 2)),
     )

@@ -19,6 +19,5 @@ class ApiSettings(BaseSettings):
     max_upload_bytes: int = 256 * 1024 * 1024
     max_wait_seconds: int = 60
     """Upper bound of ``Prefer: wait=N``."""
-    max_list_limit: int = 100
     keys: SecretStr = SecretStr("")
     """``SAMQ_API_KEYS``: comma-separated ``tenant:key`` pairs. Empty = open mode (loopback binding only)."""

@@ -229,6 +229,13 @@ def run_segment(client: Client, model: str, upload_id: str, expect: str | None) 
     return timed
 
 
+def time_healthz(client: Client) -> float:
+    """An HTTP round trip to the API that touches nothing else: the floor of any HTTP job submission."""
+    started = time.perf_counter()
+    client.request("GET", "/healthz")
+    return (time.perf_counter() - started) * 1000
+
+
 def time_ping(app: Any) -> float:
     started = time.perf_counter()
     answer = ping(app, Queue.INTERACTIVE, timeout=10)
@@ -367,10 +374,13 @@ def measure(args: argparse.Namespace, stack: Stack) -> int:
     for _ in range(3):
         run_segment(client, args.model, upload, expect="memory")
         time_ping(app)
+        time_healthz(client)
 
     # (a) interleaved: job then ping on even rounds, ping then job on odd ones.
+    # An HTTP round trip to /healthz rides along (informational: HTTP's own floor, not part of the criterion).
     hits: list[Timed] = []
     pings: list[float] = []
+    healthz: list[float] = []
     for i in range(args.repeats):
         if i % 2 == 0:
             hits.append(run_segment(client, args.model, upload, expect="memory"))
@@ -378,6 +388,7 @@ def measure(args: argparse.Namespace, stack: Stack) -> int:
         else:
             pings.append(time_ping(app))
             hits.append(run_segment(client, args.model, upload, expect="memory"))
+        healthz.append(time_healthz(client))
     print(f"(a): {len(hits)} cache-hit jobs and {len(pings)} bare pings, interleaved", flush=True)
 
     # (b) K fresh images: the first job encodes (miss), the second on the same image hits the in-process cache.
@@ -404,7 +415,9 @@ def measure(args: argparse.Namespace, stack: Stack) -> int:
     print("|---|---|---|---|")
     print(
         f"| (a) e2e segment, cache hit, minus model time, p50 | {ms(over_p50)} (p90 {ms(pct(overhead, 90))}) "
-        f"| ≤ {OVERHEAD_TARGET_MS:.0f} ms and ≤ {OVERHEAD_RATIO_TARGET}× bare | {verdict(a_ok)} |"
+        f"| ≤ {OVERHEAD_TARGET_MS:.0f} ms and ≤ {OVERHEAD_RATIO_TARGET}× bare | {verdict(a_ok)} "
+        f"(≤ {OVERHEAD_TARGET_MS:.0f} ms: {verdict(over_p50 <= OVERHEAD_TARGET_MS)}; "
+        f"≤ {OVERHEAD_RATIO_TARGET}× bare: {verdict(ratio <= OVERHEAD_RATIO_TARGET)}) |"
     )
     print(f"| (a) bare Celery round trip p50 | {ms(ping_p50)} (p90 {ms(pct(pings, 90))}) | | |")
     print(
@@ -460,6 +473,7 @@ def measure(args: argparse.Namespace, stack: Stack) -> int:
         "JobStore.succeed, publish, wait_terminal wake, GET, render, HTTP",
     )
     row("bare Celery round trip", pings, "tasks.dispatch.ping")
+    row("HTTP GET /healthz", healthz, "informational: the HTTP + waitress + Flask floor")
     print()
     print(
         f"Load average (1/5/15 min) at the end: {_load()} on {hw['cpus_usable']} CPUs. Other processes on these CPUs "
@@ -480,7 +494,7 @@ def measure(args: argparse.Namespace, stack: Stack) -> int:
             "hardware": hw,
             "load_at_end": _load(),
             "warmup": first.raw(),
-            "a": {"jobs": [t.raw() for t in hits], "ping_ms": pings},
+            "a": {"jobs": [t.raw() for t in hits], "ping_ms": pings, "healthz_ms": healthz},
             "b": {"first": [t.raw() for t in firsts], "second": [t.raw() for t in seconds]},
             "summary": {
                 "overhead_p50_ms": over_p50,

@@ -41,13 +41,16 @@ S3Reader = Callable[[str, str, int], bytes]
 
 
 def make_s3_reader(settings: StorageSettings) -> S3Reader | None:
-    """A reader limited to the configured bucket and ``s3_read_buckets``; None without the s3 backend."""
+    """A reader limited to ``s3_read_buckets``; None without the s3 backend.
+
+    The results bucket is not among them: it holds every tenant's data under tenant prefixes.
+    """
     if settings.backend != "s3":
         return None
     from storage.s3 import S3Store, make_s3_client, make_transfer_config
 
     store = S3Store(make_s3_client(settings), settings.s3_bucket, make_transfer_config(settings))
-    readable = {settings.s3_bucket, *settings.s3_read_buckets}
+    readable = settings.readable_buckets
 
     def read(bucket: str, key: str, max_bytes: int) -> bytes:
         if bucket not in readable:  # answered like a missing object: no probing of other buckets

@@ -25,8 +25,14 @@ class StorageSettings(BaseSettings):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_read_buckets: list[str] = []
-    """Buckets that ``{"s3": "s3://bucket/key"}`` media references may read, besides ``s3_bucket``."""
+    """Buckets that ``{"s3": "s3://bucket/key"}`` media references may read (never ``s3_bucket`` itself, which holds
+    every tenant's results)."""
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_retries: int = 4
     multipart_threshold_bytes: int = 64 * 1024 * 1024
+
+    @property
+    def readable_buckets(self) -> frozenset[str]:
+        """Where ``{"s3": …}`` media may come from: the read buckets, minus the results bucket."""
+        return frozenset(self.s3_read_buckets) - {self.s3_bucket} if self.backend == "s3" else frozenset()

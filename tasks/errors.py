@@ -83,6 +83,12 @@ class MaskInputNotFoundError(PermanentError):
     code = "mask_input_not_found"
 
 
+class MaskInputMismatchError(PermanentError):
+    """A ``mask_input`` comes from a model of another input size than this job's."""
+
+    code = "mask_input_mismatch"
+
+
 class ModelUnavailableError(PermanentError):
     """The model's weights are neither in the models directory nor downloadable."""
 

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from http.client import HTTPMessage
+from typing import IO
 
 from storage import S3Reader, keys
 from storage.base import ObjectNotFoundError, ObjectStore, StorageError
@@ -22,6 +24,8 @@ from tasks.errors import (
     StorageUnavailableError,
 )
 from tasks.specs import Base64Image, S3Image, UploadImage, UrlImage
+
+MAX_REDIRECTS = 3
 
 
 class UrlRefusedError(PermanentError):
@@ -76,8 +80,9 @@ class MediaSource:
     def _from_url(self, url: str) -> bytes:
         self._check_host(url)
         request = urllib.request.Request(url, headers={"User-Agent": "samq"})
+        opener = urllib.request.build_opener(_GuardedRedirects(self._check_host))
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            with opener.open(request, timeout=self._timeout) as response:
                 data: bytes = response.read(self._max_bytes + 1)
         except urllib.error.HTTPError as e:
             if e.code in (404, 410):
@@ -103,6 +108,23 @@ class MediaSource:
                 address = address.ipv4_mapped
             if not address.is_global and not any(address in net for net in self._allowed):
                 raise UrlRefusedError(f"{host} resolves to {address}, which is not a public address")
+
+
+class _GuardedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows at most ``MAX_REDIRECTS`` hops, each re-checked by the address guard."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def __init__(self, check_host: Callable[[str], None]) -> None:
+        self._check_host = check_host
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise UrlRefusedError(f"redirect to {newurl} is not http(s)")
+        self._check_host(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _decode_base64(text: str, max_bytes: int) -> bytes:

@@ -22,6 +22,7 @@ from storage.base import StorageError as BackendError
 from tasks.errors import (
     EmbeddingNotFoundError,
     JobTimeoutError,
+    MaskInputMismatchError,
     MaskInputNotFoundError,
     SamqError,
     StorageUnavailableError,
@@ -45,6 +46,7 @@ class ImageRunner(Protocol):
     """What the pipeline needs of a model runner (``worker.runners.sam2_image.Sam2ImageRunner``)."""
 
     image_size: int
+    low_res_size: int
     device: str
 
     def encode(self, image: np.ndarray) -> ImageEmbedding: ...
@@ -157,7 +159,7 @@ def run_segment(job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint
         got = _cached_only(job, spec, spec.image.image_id, runner, rt)
     else:
         got = _embed_media(job, spec.image, runner, rt, checkpoint)
-    prompts = [_visual_prompt(p, job, rt.objects) for p in spec.prompts]
+    prompts = [_visual_prompt(p, job, rt.objects, runner.low_res_size) for p in spec.prompts]
     checkpoint()
     decode_started = time.perf_counter()
     masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks)
@@ -217,7 +219,7 @@ def _cached_embedding(key: str, rt: Runtime, device: str) -> tuple[ImageEmbeddin
     return embedding, "shared"
 
 
-def _visual_prompt(prompt: Prompt, job: Job, objects: ObjectStore) -> VisualPrompt:
+def _visual_prompt(prompt: Prompt, job: Job, objects: ObjectStore, low_res_size: int) -> VisualPrompt:
     coords = np.array([[p.x, p.y] for p in prompt.points], dtype=np.float32) if prompt.points else None
     labels = np.array([int(p.positive) for p in prompt.points], dtype=np.int32) if prompt.points else None
     box = (
@@ -225,11 +227,11 @@ def _visual_prompt(prompt: Prompt, job: Job, objects: ObjectStore) -> VisualProm
     )
     mask_input = None
     if prompt.mask_input is not None:
-        mask_input = _load_mask_input(job.tenant, prompt.mask_input.job, prompt.mask_input.index, objects)
+        mask_input = _load_mask_input(job.tenant, prompt.mask_input.job, prompt.mask_input.index, objects, low_res_size)
     return VisualPrompt(point_coords=coords, point_labels=labels, box=box, mask_input=mask_input)
 
 
-def _load_mask_input(tenant: str, job_id: str, index: int, objects: ObjectStore) -> np.ndarray:
+def _load_mask_input(tenant: str, job_id: str, index: int, objects: ObjectStore, side: int) -> np.ndarray:
     try:
         stored = objects.get(keys.job_file(tenant, job_id, LOW_RES_LOGITS))
     except ObjectNotFoundError as e:
@@ -240,6 +242,11 @@ def _load_mask_input(tenant: str, job_id: str, index: int, objects: ObjectStore)
     if index >= len(logits):
         raise MaskInputNotFoundError(
             f"job {job_id} has {len(logits)} instances; mask_input index {index} is out of range"
+        )
+    if logits.shape[1:] != (side, side):
+        raise MaskInputMismatchError(
+            f"job {job_id}'s masks are {logits.shape[1]}x{logits.shape[2]} logits; this model takes {side}x{side} "
+            "(refine with the same model and input size)"
         )
     return np.asarray(logits[index : index + 1], dtype=np.float32)
 

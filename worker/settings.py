@@ -24,7 +24,8 @@ class WorkerSettings(BaseSettings):
     """In-process embedding LRU budget; the shared tier lives in object storage."""
     max_image_pixels: int = 100_000_000
     """Decoded pixel cap (decompression-bomb guard), checked from the header before any allocation."""
-    max_media_bytes: int = 64 * 1024 * 1024
+    max_media_bytes: int = 256 * 1024 * 1024
+    """Largest media object a worker reads (the API accepts uploads up to the same default)."""
     fetch_timeout_seconds: float = 30.0
     random_weights: bool = Field(
         default=False, validation_alias=AliasChoices("SAMQ_RANDOM_WEIGHTS", "SAMQ_WORKER_RANDOM_WEIGHTS")

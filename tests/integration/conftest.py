@@ -40,7 +40,8 @@ def _stack(root: Path, storage: dict[str, str]) -> Iterator[Stack]:
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """API + one worker on every queue, local storage. Shared by the tests that do not kill workers."""
     root = tmp_path_factory.mktemp("local-stack")
-    for stack in _stack(root, local_storage_env(root / "objects")):
+    trusted = {"SAMQ_ALLOW_PRIVATE_URLS": "127.0.0.1/32"}  # the tests' own HTTP server serves media on loopback
+    for stack in _stack(root, {**local_storage_env(root / "objects"), **trusted}):
         stack.start_worker()
         yield stack
 
