@@ -29,7 +29,6 @@ def write_segment_result(
     image_hw: tuple[int, int],
     image_id: str,
     embedding_source: str,
-    timings: dict[str, float],
 ) -> JobResult:
     files: list[ResultFile] = []
     instances: list[dict[str, Any]] = []
@@ -58,7 +57,7 @@ def write_segment_result(
     height, width = image_hw
     document = {"image": {"width": width, "height": height, "image_id": image_id}, "instances": instances}
     files.append(_write_json(objects, job, document))
-    summary = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source, "timings": timings}
+    summary = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
     return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
 
 

@@ -165,11 +165,12 @@ def run_segment(job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint
     masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks)
     decode_ms = (time.perf_counter() - decode_started) * 1000
     checkpoint()
-    timings = {
+    result = write_segment_result(rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source)
+    result.summary["timings"] = {
         "model_ms": round(got.encode_ms + decode_ms, 3),
-        "total_ms": round((time.perf_counter() - started) * 1000, 3),
+        "total_ms": round((time.perf_counter() - started) * 1000, 3),  # the worker's whole job, writes included
     }
-    return write_segment_result(rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, timings)
+    return result
 
 
 def _cached_only(job: Job, spec: SegmentSpec, image_id: str, runner: ImageRunner, rt: Runtime) -> Obtained:

@@ -33,6 +33,11 @@ def index_key(tenant: str) -> str:
     return f"{PREFIX}:jobs:{tenant}"
 
 
+def cancel_key(job_id: str) -> str:
+    """Set while a running job has a cancel request: what the worker's checkpoints read (one cheap EXISTS)."""
+    return f"{PREFIX}:cancel:{job_id}"
+
+
 def events_channel(job_id: str) -> str:
     return f"{PREFIX}:events:{job_id}"
 
@@ -188,6 +193,9 @@ class JobStore:
         job = self._update(job_id, begin, watch_leases=True)
         return job if job is not None and job.status == JobStatus.RUNNING else None
 
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self._redis.exists(cancel_key(job_id)))
+
     def heartbeat(self, job_id: str, attempt: int) -> bool:
         """Renew the lease of ``attempt``. False when the attempt is stale or the job left ``running``."""
         with self._redis.pipeline() as pipe:
@@ -312,6 +320,8 @@ class JobStore:
                         return None
                     pipe.multi()
                     pipe.set(key, job.model_dump_json(), ex=self._settings.job_ttl_seconds)
+                    if job.cancel_requested and job.status == JobStatus.RUNNING:
+                        pipe.set(cancel_key(job.id), "1", ex=self._settings.job_ttl_seconds)
                     if job.status != before:
                         self._on_status_change(pipe, job)
                     pipe.execute()
@@ -321,6 +331,8 @@ class JobStore:
 
     def _on_status_change(self, pipe: Pipeline, job: Job) -> None:
         pipe.hincrby(ENTERED, job.status.value, 1)
+        if job.status.is_terminal:
+            pipe.delete(cancel_key(job.id))
         if job.status == JobStatus.RUNNING:
             pipe.zadd(LEASES, {job.id: time.time() + self._settings.lease_seconds})
         else:
