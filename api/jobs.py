@@ -57,6 +57,7 @@ def submit() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
             svc.waiters.release()
         if finished is not None and finished.status.is_terminal:
             return _job_response(finished), 200
+        job = finished or job  # the latest state (e.g. running) beats the one we created
     return _job_response(job), 202, {"Location": f"/v1/jobs/{job.id}"}
 
 

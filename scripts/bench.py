@@ -460,12 +460,12 @@ def measure(args: argparse.Namespace, stack: Stack) -> int:
     row(
         "  · pipeline minus model",
         [t.total_ms - t.model_ms for t in hits],
-        "fetch upload, sha256, cache lookup, prompt parsing",
+        "fetch upload, sha256, cache lookup, prompt parsing, result encode + writes",
     )
     row(
         "  · outside the pipeline",
         [t.stages["worker_ms"] - t.total_ms for t in hits],
-        "JobStore.start commit, lease thread, result encode + writes, JobStore.succeed read",
+        "JobStore.start commit, lease thread start and stop, JobStore.succeed read",
     )
     row(
         "· finish → client",
