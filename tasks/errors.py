@@ -59,6 +59,16 @@ class MediaNotFoundError(PermanentError):
     code = "media_not_found"
 
 
+class UnresolvableHostError(MediaNotFoundError):
+    """A URL's host name does not resolve (reported as ``media_not_found``, like any other missing media)."""
+
+
+class UrlRefusedError(PermanentError):
+    """A URL samq must not use: a forbidden address (loopback, private, …), not http(s), too many redirects, a 4xx."""
+
+    code = "url_refused"
+
+
 class MediaFetchError(TransientError):
     """A media download failed in a way that may pass (timeout, 5xx, refused connection)."""
 

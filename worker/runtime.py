@@ -50,6 +50,7 @@ def runtime() -> Runtime:
             make_s3_reader(storage),
             max_bytes=worker.max_media_bytes,
             timeout=worker.fetch_timeout_seconds,
+            total_seconds=worker.fetch_total_seconds,
             allowed_networks=queue.allowed_networks,
         ),
         models=ModelRegistry(worker),

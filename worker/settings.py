@@ -27,6 +27,9 @@ class WorkerSettings(BaseSettings):
     max_media_bytes: int = 256 * 1024 * 1024
     """Largest media object a worker reads (the API accepts uploads up to the same default)."""
     fetch_timeout_seconds: float = 30.0
+    """Media URLs: limit on connecting, and on each wait for data from the server."""
+    fetch_total_seconds: float = Field(default=120.0, gt=0)
+    """Media URLs: limit on a whole download, redirects included (a server dripping bytes cannot hold a worker)."""
     random_weights: bool = Field(
         default=False, validation_alias=AliasChoices("SAMQ_RANDOM_WEIGHTS", "SAMQ_WORKER_RANDOM_WEIGHTS")
     )
