@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 
-from api import jobs, ops, uploads
+from api import jobs, ops, uploads, webhooks
 from api.auth import Tenants
-from api.errors import register_error_handlers
+from api.errors import ApiError, register_error_handlers
 from api.services import Services, build_services
 
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/files/")
@@ -18,14 +18,24 @@ def create_app(services: Services | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = services.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["samq"] = services
-    tenants = Tenants(services.api.keys.get_secret_value())
+    tenants = Tenants.from_settings(services.api)
 
     @app.before_request
     def authenticate() -> None:
         if not request.path.startswith(PUBLIC_PREFIXES):
             g.tenant = tenants.resolve(request.headers.get("Authorization"))
+            limits = services.api.limits_for(g.tenant)
+            wait = services.rate_limiter.retry_after(g.tenant, limits)
+            if wait:
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"more than {limits.rate_burst} requests at once or {limits.rate_per_second:g}/s sustained "
+                    "for this tenant (SAMQ_API_RATE_BURST, SAMQ_API_RATE_PER_SECOND); retry later",
+                    retry_after=wait,
+                )
 
     register_error_handlers(app)
-    for blueprint in (jobs.bp, uploads.bp, ops.bp):
+    for blueprint in (jobs.bp, uploads.bp, ops.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     return app

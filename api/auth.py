@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
+from pathlib import Path
 
 from api.errors import ApiError
+from api.settings import ApiSettings
 
 OPEN_TENANT = "default"
+TENANT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""Tenant names become storage key prefixes: nothing that could escape one."""
 
 
 class Tenants:
-    def __init__(self, keys: str) -> None:
+    """``keys``: comma-separated ``tenant:key`` pairs (``SAMQ_API_KEYS``); ``keys_file``: one pair per line."""
+
+    def __init__(self, keys: str, keys_file: str = "") -> None:
         self._by_digest: dict[str, str] = {}
-        for pair in filter(None, (item.strip() for item in keys.split(","))):
+        pairs = [item.strip() for item in keys.split(",")]
+        if keys_file:
+            try:
+                lines = Path(keys_file).read_text().splitlines()
+            except OSError as e:
+                raise ValueError(f"SAMQ_API_KEYS_FILE: cannot read {keys_file}: {e}") from e
+            pairs += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+        for pair in filter(None, pairs):
             tenant, sep, key = pair.partition(":")
-            if not sep or not tenant or not key:
-                raise ValueError("SAMQ_API_KEYS must be comma-separated tenant:key pairs")
-            self._by_digest[_digest(key)] = tenant
+            if not sep or not TENANT_NAME.fullmatch(tenant) or not key.strip():
+                raise ValueError(
+                    "API keys must be tenant:key pairs (SAMQ_API_KEYS, SAMQ_API_KEYS_FILE); "
+                    "tenant names are 1-64 letters, digits, '-' or '_'"
+                )
+            self._by_digest[_digest(key.strip())] = tenant
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> Tenants:
+        return cls(settings.keys.get_secret_value(), settings.keys_file)
 
     @property
     def open(self) -> bool:

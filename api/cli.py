@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from api.client import Client, ClientError
-from api.embedded import StartupError
+from api.embedded import ALL_QUEUES, StartupError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     api.set_defaults(run=cmd_api)
 
     worker = commands.add_parser("worker", help="run a Celery worker (one process per GPU; CPU works too)")
-    worker.add_argument("--queues", default="interactive", help="comma-separated: interactive,video,bulk,io")
+    worker.add_argument(
+        "--queues",
+        default=ALL_QUEUES,
+        help=f"comma-separated, default all: {ALL_QUEUES} (io delivers webhooks: some worker must take it)",
+    )
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(run=cmd_worker)
@@ -98,7 +102,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = ApiSettings()
     host, port = args.host or settings.host, args.port or settings.port
-    check_binding(host, Tenants(settings.keys.get_secret_value()))
+    check_binding(host, Tenants.from_settings(settings))
     app = create_app(build_services(api=settings))
     _exit_on_sigterm()
     print(f"samq API on http://{host}:{port}", flush=True)

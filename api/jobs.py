@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from typing import Annotated, Any
@@ -14,16 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from api.context import services, tenant
 from api.errors import RETRY_AFTER_SECONDS, ApiError, validation_details
 from api.uploads import store_upload
-from api.views import JobList, job_object
+from api.views import DeliveryList, JobList
 from storage.base import ObjectNotFoundError
 from tasks.dispatch import enqueue
-from tasks.errors import BrokerUnavailableError
+from tasks.egress import check_url
+from tasks.errors import BrokerUnavailableError, MediaFetchError, MediaNotFoundError, UrlRefusedError
 from tasks.jobs import IllegalTransitionError, Job, JobStatus, new_job
-from tasks.specs import Base64Image, JobSpec, S3Image, SegmentSpec, UploadImage
-from tasks.store import InvalidCursorError
+from tasks.specs import Base64Image, JobSpec, S3Image, SegmentSpec, UploadImage, UrlImage
+from tasks.store import Idempotency, IdempotencyKeyReusedError, InvalidCursorError, QuotaExceededError
+from tasks.views import job_object
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 JOB_SPEC: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+MAX_IDEMPOTENCY_KEY_CHARS = 255
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
 
 
@@ -38,14 +42,39 @@ class ListQuery(BaseModel):
 
 @bp.post("")
 def submit() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
-    spec = _admit(_parse_spec(_json_body()))
+    body = _json_body()
+    spec = _parse_spec(body)
     svc = services()
-    job = new_job(spec, tenant())
-    svc.jobs.create(job)
+    idempotency = _idempotency(body)
+    if idempotency is not None:  # a replay answers before anything is stored (the atomic create decides races)
+        first = _replay(idempotency)
+        if first is not None:
+            return _job_response(first), 200, {"Idempotent-Replayed": "true", "Location": f"/v1/jobs/{first.id}"}
+    spec = _admit(spec)
+    if spec.webhook is not None:
+        svc.webhook_secrets.current(tenant())  # created on first use, so the first event is already signed
+    limits = svc.api.limits_for(tenant())
+    try:
+        job, replayed = svc.jobs.create(
+            new_job(spec, tenant()), max_active=limits.max_queued_jobs, idempotency=idempotency
+        )
+    except QuotaExceededError as e:
+        raise ApiError(
+            429,
+            "too_many_jobs",
+            f"this tenant has {e.active} unfinished jobs; the limit is {e.limit} (SAMQ_API_MAX_QUEUED_JOBS)",
+            retry_after=RETRY_AFTER_SECONDS,
+        ) from e
+    except IdempotencyKeyReusedError as e:
+        raise _key_reused(e) from e
+    if replayed:
+        return _job_response(job), 200, {"Idempotent-Replayed": "true", "Location": f"/v1/jobs/{job.id}"}
     try:
         enqueue(svc.celery, job)
     except Exception as e:  # kombu raises many types; the job must not stay queued without a message
         svc.jobs.fail_unsent(job.id, BrokerUnavailableError(f"could not enqueue: {e}"))
+        if idempotency is not None:
+            svc.jobs.forget_idempotency(job, idempotency.key)
         raise ApiError(
             503, "broker_unavailable", "could not enqueue the job; retry later", retry_after=RETRY_AFTER_SECONDS
         ) from e
@@ -95,6 +124,14 @@ def cancel(job_id: str) -> tuple[Response, int]:
     return _job_response(job), 202
 
 
+@bp.get("/<job_id>/deliveries")
+def deliveries(job_id: str) -> Response:
+    """Every webhook delivery attempt of the job's events, oldest first."""
+    _owned(job_id)
+    attempts = services().jobs.outbox.deliveries(job_id)
+    return jsonify(DeliveryList(data=attempts).model_dump(mode="json"))
+
+
 @bp.get("/<job_id>/result")
 def result(job_id: str) -> Response:
     job = _owned(job_id)
@@ -117,6 +154,32 @@ def _json_body() -> Any:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}") from e
 
 
+def _idempotency(body: Any) -> Idempotency | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        message = f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+        raise ApiError(422, "validation_error", message, [{"field": "Idempotency-Key", "message": message}])
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return Idempotency(key=key, body_sha256=hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def _replay(idempotency: Idempotency) -> Job | None:
+    try:
+        return services().jobs.replay(tenant(), idempotency)
+    except IdempotencyKeyReusedError as e:
+        raise _key_reused(e) from e
+
+
+def _key_reused(error: IdempotencyKeyReusedError) -> ApiError:
+    return ApiError(
+        422,
+        "idempotency_key_reused",
+        f"this Idempotency-Key was first used with a different body (job {error.job_id}); use a new key",
+    )
+
+
 def _parse_spec(body: Any) -> JobSpec:
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
@@ -137,18 +200,32 @@ def _admit(spec: JobSpec) -> JobSpec:
         spec = spec.model_copy(update={"image": UploadImage(upload=upload.id)})
     elif isinstance(image, UploadImage) and svc.uploads.get(image.upload, tenant()) is None:
         raise _invalid("image.upload", f"unknown upload {image.upload}")
+    elif isinstance(image, UrlImage):
+        _check_url("image.url", image.url)
     elif isinstance(image, S3Image):
         bucket = image.s3.removeprefix("s3://").split("/", 1)[0]
         if bucket not in svc.storage.readable_buckets:
             raise _invalid(
                 "image.s3", f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)"
             )
+    if spec.webhook is not None:
+        _check_url("webhook.url", spec.webhook.url)
     if isinstance(spec, SegmentSpec):
         for i, prompt in enumerate(spec.prompts):
             ref = prompt.mask_input
             if ref is not None and svc.jobs.get(ref.job, tenant()) is None:
                 raise _invalid(f"prompts.{i}.mask_input.job", f"unknown job {ref.job}")
     return spec
+
+
+def _check_url(field: str, url: str) -> None:
+    """Refuse at submit a URL the worker would refuse (it checks again at connect time: DNS can change)."""
+    try:
+        check_url(url, services().queue.allowed_networks)
+    except (UrlRefusedError, MediaNotFoundError) as e:
+        raise ApiError(422, e.code, e.message, [{"field": field, "message": e.message}]) from e
+    except MediaFetchError:  # DNS temporarily failing: not the client's fault; the connect-time check still holds
+        pass
 
 
 def _decode_base64(text: str, limit: int) -> bytes:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 
+from api.limits import RateLimiter
 from api.settings import ApiSettings
 from storage import make_store
 from storage.base import ObjectStore
@@ -15,6 +16,7 @@ from storage.settings import StorageSettings
 from tasks.settings import QueueSettings
 from tasks.store import JobStore, connect
 from tasks.uploads import UploadStore
+from tasks.webhooks import WebhookSecrets
 from worker.celery_app import create_celery
 
 
@@ -30,6 +32,8 @@ class Services:
     celery: Celery
     waiters: threading.BoundedSemaphore
     """Requests allowed to hold a server thread for ``Prefer: wait`` at once (half the threads)."""
+    rate_limiter: RateLimiter
+    webhook_secrets: WebhookSecrets
 
 
 def build_services(
@@ -47,4 +51,6 @@ def build_services(
         objects=make_store(storage),
         celery=create_celery(queue),
         waiters=threading.BoundedSemaphore(max(1, api.threads // 2)),
+        rate_limiter=RateLimiter(client),
+        webhook_secrets=WebhookSecrets(client, queue.webhook_secret_overlap_seconds),
     )

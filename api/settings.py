@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TenantLimits(BaseModel):
+    """A tenant's request rate (a token bucket: ``rate_burst`` at once, refilled at ``rate_per_second``) and how
+    many unfinished (queued or running) jobs it may have."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rate_per_second: Annotated[float, Field(gt=0)] = 20.0
+    rate_burst: Annotated[int, Field(ge=1)] = 100
+    max_queued_jobs: Annotated[int, Field(ge=0)] = 1000
 
 
 class ApiSettings(BaseSettings):
@@ -20,4 +33,20 @@ class ApiSettings(BaseSettings):
     max_wait_seconds: int = 60
     """Upper bound of ``Prefer: wait=N``."""
     keys: SecretStr = SecretStr("")
-    """``SAMQ_API_KEYS``: comma-separated ``tenant:key`` pairs. Empty = open mode (loopback binding only)."""
+    """``SAMQ_API_KEYS``: comma-separated ``tenant:key`` pairs. Empty (and no keys file) = open mode (loopback
+    binding only)."""
+    keys_file: str = ""
+    """``SAMQ_API_KEYS_FILE``: a file of ``tenant:key`` lines (``#`` comments), read at start, added to the above."""
+    rate_per_second: Annotated[float, Field(gt=0)] = 20.0
+    rate_burst: Annotated[int, Field(ge=1)] = 100
+    max_queued_jobs: Annotated[int, Field(ge=0)] = 1000
+    """Per tenant: unfinished jobs allowed at once; more → 429."""
+    tenant_limits: dict[str, TenantLimits] = {}
+    """``SAMQ_API_TENANT_LIMITS``: JSON overrides per tenant, e.g. ``{"vision": {"rate_per_second": 100}}``."""
+
+    def limits_for(self, tenant: str) -> TenantLimits:
+        default = TenantLimits(
+            rate_per_second=self.rate_per_second, rate_burst=self.rate_burst, max_queued_jobs=self.max_queued_jobs
+        )
+        override = self.tenant_limits.get(tenant)
+        return default.model_copy(update=override.model_dump(exclude_unset=True)) if override else default

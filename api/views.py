@@ -1,52 +1,14 @@
-"""Response models (the public shapes of API.md) and the job object rendered from a job record.
+"""Response models of the API (the public shapes of API.md) beyond the job object (``tasks.views``).
 
-Result URLs are presigned at read time, never stored. The same models generate /openapi.json.
+The same models generate /openapi.json.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
-
-from storage.base import ObjectStore
-from tasks.jobs import Job, JobError, JobStatus, Progress
-
-Timestamp = Annotated[datetime, PlainSerializer(lambda d: d.isoformat().replace("+00:00", "Z"), return_type=str)]
-
-
-class View(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class FileView(View):
-    name: str
-    url: str
-    bytes: int
-
-
-class ResultView(View):
-    url: str | None
-    expires_at: Timestamp | None
-    files: list[FileView]
-    summary: dict[str, Any]
-
-
-class JobObject(View):
-    id: str
-    type: str
-    status: JobStatus
-    model: str
-    created_at: Timestamp
-    started_at: Timestamp | None
-    finished_at: Timestamp | None
-    progress: Progress
-    result: ResultView | None
-    error: JobError | None
-    attempts: int
-    cancel_requested: bool
-    metadata: dict[str, Any]
+from tasks.views import JobObject, Timestamp, View
+from tasks.webhooks import DeliveryAttempt
 
 
 class JobList(View):
@@ -71,29 +33,12 @@ class ErrorBody(View):
     error: ErrorDetail
 
 
-def job_object(job: Job, objects: ObjectStore, presign_seconds: int) -> JobObject:
-    result = None
-    if job.result is not None:
-        signed = {f.name: objects.presign_get(f.key, presign_seconds) for f in job.result.files}
-        document = signed.get(job.result.document)
-        result = ResultView(
-            url=document.url if document else None,
-            expires_at=document.expires_at if document else None,
-            files=[FileView(name=f.name, url=signed[f.name].url, bytes=f.bytes) for f in job.result.files],
-            summary=job.result.summary,
-        )
-    return JobObject(
-        id=job.id,
-        type=job.type,
-        status=job.status,
-        model=job.model,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        progress=job.progress,
-        result=result,
-        error=job.error,
-        attempts=job.attempts,
-        cancel_requested=job.cancel_requested,
-        metadata=job.metadata,
-    )
+class WebhookSecret(View):
+    secret: str
+    """``whsec_`` + base64 of 32 random bytes (Standard Webhooks)."""
+    previous_valid_until: Timestamp | None = None
+    """After a rotation: until when the previous secret still signs (both signatures are sent meanwhile)."""
+
+
+class DeliveryList(View):
+    data: list[DeliveryAttempt]

@@ -5,11 +5,16 @@ from __future__ import annotations
 from celery import Celery
 
 from tasks.jobs import Job
-from tasks.names import PING_TASK, QUEUE_BY_JOB_TYPE, RUN_JOB_TASK, Queue
+from tasks.names import DELIVER_WEBHOOK_TASK, PING_TASK, QUEUE_BY_JOB_TYPE, RUN_JOB_TASK, Queue
 
 
 def enqueue(app: Celery, job: Job, countdown: float | None = None) -> None:
     app.send_task(RUN_JOB_TASK, kwargs={"job_id": job.id}, queue=QUEUE_BY_JOB_TYPE[job.type].value, countdown=countdown)
+
+
+def send_delivery(app: Celery, event_id: str) -> None:
+    """One attempt of one webhook event, on the ``io`` queue (the outbox in Redis holds its schedule)."""
+    app.send_task(DELIVER_WEBHOOK_TASK, kwargs={"event_id": event_id}, queue=Queue.IO.value)
 
 
 def ping(app: Celery, queue: Queue, timeout: float) -> str:

@@ -78,7 +78,7 @@ class JobResult(Record):
 
 
 class Job(Record):
-    """Everything samq knows about a job. The public job object is a view of this (see api.views)."""
+    """Everything samq knows about a job. The public job object is a view of this (see tasks.views)."""
 
     id: str
     tenant: str

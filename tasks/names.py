@@ -19,6 +19,7 @@ class Queue(StrEnum):
 
 RUN_JOB_TASK = "samq.run_job"
 PING_TASK = "samq.ping"
+DELIVER_WEBHOOK_TASK = "samq.deliver_webhook"
 
 QUEUE_BY_JOB_TYPE: dict[str, Queue] = {
     "segment": Queue.INTERACTIVE,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,29 @@ class QueueSettings(BaseSettings):
     """Base delay before a transient failure is retried (doubles per attempt)."""
     allow_private_urls: str = ""
     """Comma-separated CIDRs exempt from the SSRF guard (trusted internal networks); empty by default."""
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    """Seconds to wait before each retry of a failed delivery (the first attempt is immediate). The default spans
+    27.6 hours; a delivery still failing after the last retry is given up (logged as ``exhausted``)."""
+    webhook_connect_timeout_seconds: float = 3.0
+    webhook_read_timeout_seconds: float = 10.0
+    webhook_poll_seconds: float = 1.0
+    """How often each worker looks for due deliveries (the outbox in Redis) and sends them to the ``io`` queue."""
+    webhook_claim_seconds: float = 120.0
+    """A delivery sent to the queue but not reported within this long (its worker died) is sent again."""
+    webhook_secret_overlap_seconds: int = 24 * 3600
+    """After ``POST /v1/webhooks/secret`` rotates a secret, the previous one keeps signing this long."""
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _positive_delays(cls, schedule: str) -> str:
+        delays = [float(d) for d in schedule.split(",") if d.strip()]
+        if not delays or any(d <= 0 for d in delays):
+            raise ValueError("SAMQ_WEBHOOK_RETRY_SCHEDULE must be comma-separated positive seconds")
+        return schedule
+
+    @property
+    def webhook_delays(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self.webhook_retry_schedule.split(",") if d.strip())
 
     @property
     def allowed_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -112,12 +112,41 @@ class OutputOptions(Spec):
         return formats
 
 
+class WebhookEvent(StrEnum):
+    STARTED = "job.started"
+    PROGRESS = "job.progress"
+    SUCCEEDED = "job.succeeded"
+    FAILED = "job.failed"
+    CANCELED = "job.canceled"
+
+
+TERMINAL_EVENTS = (WebhookEvent.SUCCEEDED, WebhookEvent.FAILED, WebhookEvent.CANCELED)
+
+
+class Webhook(Spec):
+    """Signed POSTs (Standard Webhooks) to ``url`` for the chosen events; the URL must be publicly routable."""
+
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=2048, description="http(s) URL that receives events.")]
+    events: Annotated[
+        list[WebhookEvent],
+        Field(default_factory=lambda: list(TERMINAL_EVENTS), min_length=1, max_length=len(WebhookEvent)),
+    ]
+
+    @field_validator("events")
+    @classmethod
+    def _unique_events(cls, events: list[WebhookEvent]) -> list[WebhookEvent]:
+        if len(set(events)) != len(events):
+            raise ValueError("events must not repeat")
+        return events
+
+
 Metadata = Annotated[dict[str, Any], Field(default_factory=dict, description="Client JSON, echoed (≤16 KiB).")]
 
 
 class JobSpecBase(Spec):
     model: ModelId = ModelId.SAM2_1_TINY
     metadata: Metadata
+    webhook: Webhook | None = None
 
     @field_validator("metadata")
     @classmethod

@@ -8,20 +8,27 @@ every write from a worker names its attempt, so a stale (zombie) attempt is fenc
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.retry import Retry
 
 from tasks.errors import SamqError, WorkerLostError
 from tasks.jobs import IllegalTransitionError, Job, JobError, JobResult, JobStatus, utcnow
 from tasks.settings import QueueSettings
+from tasks.specs import WebhookEvent
+from tasks.webhooks import EVENT_BY_STATUS, Outbox, wants
 
 PREFIX = "samq"
 LEASES = f"{PREFIX}:leases"
 ENTERED = f"{PREFIX}:stats:entered"
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 RUNTIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
 
 
@@ -38,6 +45,15 @@ def cancel_key(job_id: str) -> str:
     return f"{PREFIX}:cancel:{job_id}"
 
 
+def active_key(tenant: str) -> str:
+    """How many of the tenant's jobs are unfinished (queued or running): the per-tenant quota's counter."""
+    return f"{PREFIX}:active:{tenant}"
+
+
+def idempotency_key(tenant: str, key: str) -> str:
+    return f"{PREFIX}:idempotency:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
 def events_channel(job_id: str) -> str:
     return f"{PREFIX}:events:{job_id}"
 
@@ -46,6 +62,47 @@ def runtime_key(job_type: str) -> str:
     return f"{PREFIX}:stats:runtime:{job_type}"
 
 
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's ``Idempotency-Key`` and the digest of the body it came with."""
+
+    key: str
+    body_sha256: str
+
+
+class QuotaExceededError(Exception):
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(f"{active} unfinished jobs, limit {limit}")
+        self.active = active
+        self.limit = limit
+
+
+class IdempotencyKeyReusedError(Exception):
+    """The key was first used with a different body (for ``job_id``)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+# Atomic create: idempotency check, quota check, then the record, the tenant's index and the counters.
+_CREATE = """
+if KEYS[5] ~= '' then
+    local first = redis.call('GET', KEYS[5])
+    if first then return {'replayed', first} end
+end
+local active = tonumber(redis.call('GET', KEYS[4]) or '0')
+local limit = tonumber(ARGV[5])
+if limit >= 0 and active >= limit then return {'over_quota', tostring(active)} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'queued', 1)
+redis.call('INCR', KEYS[4])
+if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[7]) end
+return {'created', ''}
+"""
+
 Mutation = Callable[[Job], bool]
 """Changes a job in place; returns False when there is nothing to write."""
 
@@ -53,7 +110,14 @@ Mutation = Callable[[Job], bool]
 def connect(settings: QueueSettings) -> redis.Redis:
     """The Redis client the job store expects (strings in and out, bounded waits)."""
     return redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        health_check_interval=30,
+        # A restarted or failed-over Redis drops pooled connections: reconnect rather than fail the request.
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[redis.ConnectionError],
     )
 
 
@@ -66,17 +130,50 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: QueueSettings) -> None:
         self._redis = client
         self._settings = settings
+        self._create = client.register_script(_CREATE)
+        self.outbox = Outbox(client, settings)
 
     # ---- API side -------------------------------------------------------------------------------------------
 
-    def create(self, job: Job) -> None:
+    def create(
+        self, job: Job, *, max_active: int | None = None, idempotency: Idempotency | None = None
+    ) -> tuple[Job, bool]:
+        """Record a new queued job in one atomic step; returns ``(job, replayed)``.
+
+        With ``idempotency``, a key already used by this tenant returns the earlier job (``replayed``) and writes
+        nothing; the same key with another body raises IdempotencyKeyReusedError. Raises QuotaExceededError when
+        the tenant already has ``max_active`` unfinished jobs.
+        """
         ttl = self._settings.job_ttl_seconds
-        with self._redis.pipeline() as pipe:
-            pipe.set(job_key(job.id), job.model_dump_json(), ex=ttl, nx=True)
-            pipe.zadd(index_key(job.tenant), {job.id: job.created_at.timestamp()})
-            pipe.expire(index_key(job.tenant), ttl)
-            pipe.hincrby(ENTERED, JobStatus.QUEUED.value, 1)
-            pipe.execute()
+        idem_key = idempotency_key(job.tenant, idempotency.key) if idempotency else ""
+        idem_value = f"{job.id} {idempotency.body_sha256}" if idempotency else ""
+        outcome, detail = cast(
+            list[str],
+            self._create(
+                keys=[job_key(job.id), index_key(job.tenant), ENTERED, active_key(job.tenant), idem_key],
+                args=[job.model_dump_json(), ttl, job.created_at.timestamp(), job.id, -1 if max_active is None else max_active, idem_value,
+                      IDEMPOTENCY_TTL_SECONDS],
+            ),
+        )  # fmt: skip
+        if outcome == "created":
+            return job, False
+        if outcome == "over_quota":
+            raise QuotaExceededError(int(detail), max_active or 0)
+        assert idempotency is not None
+        first = _first_job(self, detail, idempotency)
+        if first is None:  # the first job expired before its key (job TTL shorter than 24 h): start afresh
+            self._redis.delete(idem_key)
+            return self.create(job, max_active=max_active, idempotency=idempotency)
+        return first, True
+
+    def replay(self, tenant: str, idempotency: Idempotency) -> Job | None:
+        """The job first created under this key, or None (unused key). Raises IdempotencyKeyReusedError."""
+        stored = cast(str | None, self._redis.get(idempotency_key(tenant, idempotency.key)))
+        return None if stored is None else _first_job(self, stored, idempotency)
+
+    def forget_idempotency(self, job: Job, key: str) -> None:
+        """Release ``key`` of a job that could not be enqueued, so the client's retry creates a new job."""
+        self._redis.delete(idempotency_key(job.tenant, key))
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         """The job, or None when unknown, expired, or owned by another tenant."""
@@ -221,7 +318,7 @@ class JobStore:
             job.progress.done, job.progress.total, job.progress.unit = done, total, unit
             return True
 
-        return self._update(job_id, progress)
+        return self._update(job_id, progress, progress_event=True)
 
     def succeed(self, job_id: str, attempt: int, result: JobResult) -> bool:
         def done(job: Job) -> bool:
@@ -303,7 +400,9 @@ class JobStore:
 
     # ---- the one write path ---------------------------------------------------------------------------------
 
-    def _update(self, job_id: str, mutate: Mutation, *, watch_leases: bool = False) -> Job | None:
+    def _update(
+        self, job_id: str, mutate: Mutation, *, watch_leases: bool = False, progress_event: bool = False
+    ) -> Job | None:
         key = job_key(job_id)
         with self._redis.pipeline() as pipe:
             while True:
@@ -323,16 +422,20 @@ class JobStore:
                     if job.cancel_requested and job.status == JobStatus.RUNNING:
                         pipe.set(cancel_key(job.id), "1", ex=self._settings.job_ttl_seconds)
                     if job.status != before:
-                        self._on_status_change(pipe, job)
+                        self._on_status_change(pipe, job, before)
+                    elif progress_event and wants(job, WebhookEvent.PROGRESS) and self.outbox.progress_gate(job_id):
+                        self.outbox.stage(pipe, job, WebhookEvent.PROGRESS)
                     pipe.execute()
                     return job
                 except redis.WatchError:
                     continue
 
-    def _on_status_change(self, pipe: Pipeline, job: Job) -> None:
+    def _on_status_change(self, pipe: Pipeline, job: Job, before: JobStatus) -> None:
         pipe.hincrby(ENTERED, job.status.value, 1)
         if job.status.is_terminal:
             pipe.delete(cancel_key(job.id))
+            if not before.is_terminal:
+                pipe.decr(active_key(job.tenant))
         if job.status == JobStatus.RUNNING:
             pipe.zadd(LEASES, {job.id: time.time() + self._settings.lease_seconds})
         else:
@@ -344,11 +447,22 @@ class JobStore:
                 if seconds <= bound:
                     pipe.hincrby(key, repr(bound), 1)
             pipe.hincrbyfloat(key, "sum", seconds)
+        event = EVENT_BY_STATUS.get(job.status)
+        if event is not None and wants(job, event):
+            self.outbox.stage(pipe, job, event)
         pipe.publish(events_channel(job.id), job.status.value)
 
 
 class _NotFoundError(Exception):
     """Internal: the job belongs to another tenant."""
+
+
+def _first_job(store: JobStore, stored: str, idempotency: Idempotency) -> Job | None:
+    """The job behind an idempotency key's stored ``"{job_id} {body_sha256}"``."""
+    first_id, _, body_sha256 = stored.partition(" ")
+    if body_sha256 != idempotency.body_sha256:
+        raise IdempotencyKeyReusedError(first_id)
+    return store.get(first_id)
 
 
 def _owns(job: Job, attempt: int) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from celery import Celery, bootsteps
 from kombu.entity import Queue as KombuQueue
 
-from tasks.dispatch import enqueue
+from tasks.dispatch import enqueue, send_delivery
 from tasks.names import Queue
 from tasks.settings import QueueSettings
 from tasks.store import JobStore, connect
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def create_celery(settings: QueueSettings | None = None) -> Celery:
     settings = settings or QueueSettings()
     # Redis redelivers un-acked messages after visibility_timeout even while they run: keep it well above the
-    # hard time limit. Dead workers are detected much sooner by job leases (see Reaper).
+    # hard time limit. Dead workers are detected much sooner by job leases (see Housekeeper).
     visibility = {"visibility_timeout": settings.hard_time_limit_seconds * 2 + 600}
     app = Celery("samq", broker=settings.redis_url, backend=settings.redis_url, include=["tasks.celery_tasks"])
     app.conf.update(
@@ -45,30 +45,37 @@ def create_celery(settings: QueueSettings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         samq_settings=settings,
     )
-    app.steps["worker"].add(Reaper)
+    app.steps["worker"].add(Housekeeper)
     return app
 
 
-class Reaper(bootsteps.StartStopStep):
-    """Re-enqueues running jobs whose lease lapsed (their worker was killed) without waiting for Redis's
-    visibility timeout; fails them once they are out of attempts. Runs in the worker's main process on its timer:
-    it only talks to Redis, never to CUDA."""
+class Housekeeper(bootsteps.StartStopStep):
+    """Two periodic passes in the worker's main process, on its timer; both only talk to Redis, never to CUDA.
+
+    - Reaping: re-enqueues running jobs whose lease lapsed (their worker was killed) without waiting for Redis's
+      visibility timeout; fails them once they are out of attempts.
+    - Webhooks: claims due outbox events and sends one delivery task each to the ``io`` queue.
+    """
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self._tref: Any = None
+        self._trefs: list[Any] = []
         self._store: JobStore | None = None
 
     def start(self, parent: Any) -> None:
         settings: QueueSettings = parent.app.conf.samq_settings
         self._store = JobStore(connect(settings), settings)
-        self._tref = parent.timer.call_repeatedly(settings.reap_interval_seconds, self.reap, (parent.app,), priority=10)
+        timer = parent.timer
+        self._trefs = [
+            timer.call_repeatedly(settings.reap_interval_seconds, self.reap, (parent.app,), priority=10),
+            timer.call_repeatedly(settings.webhook_poll_seconds, self.dispatch_webhooks, (parent.app,), priority=10),
+        ]
 
     def stop(self, parent: Any) -> None:
-        if self._tref is not None:
-            self._tref.cancel()
+        for tref in self._trefs:
+            tref.cancel()
 
     def reap(self, app: Celery) -> None:
         assert self._store is not None
@@ -82,3 +89,12 @@ class Reaper(bootsteps.StartStopStep):
                     enqueue(app, job)
         except Exception:
             log.exception("reaper pass failed; will retry")
+
+    def dispatch_webhooks(self, app: Celery) -> None:
+        """A claimed event whose message is lost (send failure, dead worker) is claimed again when its claim lapses."""
+        assert self._store is not None
+        try:
+            for event_id in self._store.outbox.claim():
+                send_delivery(app, event_id)
+        except Exception:
+            log.exception("webhook dispatch pass failed; will retry")

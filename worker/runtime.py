@@ -16,6 +16,7 @@ from tasks.media import MediaSource
 from tasks.pipeline import Runtime
 from tasks.settings import QueueSettings
 from tasks.store import JobStore, connect
+from tasks.webhooks import Deliverer, Outbox, WebhookSecrets
 from worker.embedding_cache import EmbeddingCache
 from worker.registry import ModelRegistry
 from worker.settings import WorkerSettings
@@ -61,4 +62,18 @@ def runtime() -> Runtime:
         lease_interval=queue.lease_seconds / 3,
         retry_backoff=queue.retry_backoff_seconds,
         timeout_error=SoftTimeLimitExceeded,
+    )
+
+
+@functools.cache
+def deliverer() -> Deliverer:
+    """Webhook delivery needs no model: only Redis, the object store (to presign result URLs) and HTTP."""
+    queue, storage = QueueSettings(), StorageSettings()
+    client = connect(queue)
+    return Deliverer(
+        outbox=Outbox(client, queue),
+        secrets=WebhookSecrets(client, queue.webhook_secret_overlap_seconds),
+        objects=make_store(storage),
+        settings=queue,
+        presign_seconds=storage.presign_seconds,
     )

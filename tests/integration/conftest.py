@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,27 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("local-stack")
     trusted = {"SAMQ_ALLOW_PRIVATE_URLS": "127.0.0.1/32"}  # the tests' own HTTP server serves media on loopback
     for stack in _stack(root, {**local_storage_env(root / "objects"), **trusted}):
+        stack.start_worker()
+        yield stack
+
+
+TENANT_KEYS = {"alpha": "key-alpha", "beta": "key-beta", "slow": "key-slow", "quota": "key-quota"}
+TENANT_LIMITS = {"slow": {"rate_per_second": 0.5, "rate_burst": 3}, "quota": {"max_queued_jobs": 1}}
+PRESIGN_SECONDS = 3
+
+
+@pytest.fixture(scope="session")
+def tenant_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """API keys for several tenants (some with tight limits), short-lived presigned URLs, one worker."""
+    root = tmp_path_factory.mktemp("tenant-stack")
+    env = {
+        **local_storage_env(root / "objects"),
+        "SAMQ_ALLOW_PRIVATE_URLS": "127.0.0.1/32",  # the tests' webhook receivers and media servers
+        "SAMQ_API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in TENANT_KEYS.items()),
+        "SAMQ_API_TENANT_LIMITS": json.dumps(TENANT_LIMITS),
+        "SAMQ_STORAGE_PRESIGN_SECONDS": str(PRESIGN_SECONDS),
+    }
+    for stack in _stack(root, env):
         stack.start_worker()
         yield stack
 

@@ -42,6 +42,9 @@ class Stack:
     def client(self) -> Client:
         return Client(self.api_url)
 
+    def client_for(self, api_key: str) -> Client:
+        return Client(self.api_url, api_key=api_key)
+
     @property
     def objects(self) -> ObjectStore:
         return make_store(StorageSettings(**_storage_kwargs(self.env)))
@@ -101,6 +104,11 @@ def stack_env(redis_url: str, storage: dict[str, str]) -> dict[str, str]:
         "SAMQ_MAX_ATTEMPTS": "3",
         "SAMQ_RETRY_BACKOFF_SECONDS": "0.2",
         "SAMQ_API_MAX_BASE64_BYTES": str(2 * 1024 * 1024),
+        "SAMQ_API_RATE_PER_SECOND": "1000",  # tests that check rate limits set their own per tenant
+        "SAMQ_API_RATE_BURST": "1000",
+        "SAMQ_WEBHOOK_POLL_SECONDS": "0.2",
+        "SAMQ_WEBHOOK_CLAIM_SECONDS": "5",
+        "SAMQ_WEBHOOK_RETRY_SCHEDULE": "0.5,0.5,1,1,2,2,3,3,5,5",
         "PYTHONUNBUFFERED": "1",
         **model_env(),
         **storage,
