@@ -36,6 +36,7 @@ def create_app(services: Services | None = None) -> Flask:
                 )
 
     register_error_handlers(app)
+    app.config["SAMQ_KEYS"] = not tenants.open  # /openapi.json says whether a key is needed
     for blueprint in (jobs.bp, uploads.bp, ops.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     return app

@@ -152,6 +152,8 @@ def _json_body() -> Any:
         return json.loads(request.get_data())
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ApiError(400, "malformed_json", "the body is nested too deeply") from e
 
 
 def _idempotency(body: Any) -> Idempotency | None:
@@ -234,8 +236,8 @@ def _decode_base64(text: str, limit: int) -> bytes:
             413, "payload_too_large", f"image.base64 decodes to more than {limit} bytes (SAMQ_API_MAX_BASE64_BYTES)"
         )
     try:
-        data = base64.b64decode(text, validate=True)
-    except binascii.Error as e:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error) as e:
         raise _invalid("image.base64", f"not valid base64: {e}") from e
     if len(data) > limit:
         raise ApiError(

@@ -1,131 +1,358 @@
-"""/openapi.json, generated from the same pydantic models that validate requests and shape responses."""
+"""/openapi.json, generated from the same pydantic models that validate requests and shape responses.
+
+Every route the app serves is one row of ``ROUTES``: what it answers on success, which errors it can give, its
+parameters and its body. ``build_openapi`` turns the rows into an OpenAPI 3.1 document; the error shape, the errors
+every non-public route shares and their headers are added here once, never per row. A new route needs a new row
+(tests/integration/test_openapi_conformance.py then fuzzes it against the real server with schemathesis).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import TypeAdapter
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
 
-from api.views import ErrorBody, JobList, JobObject, UploadCreated
+from api.jobs import MAX_IDEMPOTENCY_KEY_CHARS, ListQuery
+from api.views import DeliveryList, ErrorBody, Health, JobList, UploadCreated, WebhookSecret
 from tasks.specs import JobSpec
+from tasks.views import JobObject
+
+Schema = dict[str, Any]
 
 REF = "#/components/schemas/{model}"
+JSON = "application/json"
+BINARY: Schema = {"type": "string", "format": "binary"}
 
+REQUESTS: Mapping[str, Any] = {"JobRequest": JobSpec}
+"""Request bodies by component name (validation mode)."""
+RESPONSES: tuple[type[BaseModel], ...] = (
+    JobObject,
+    JobList,
+    DeliveryList,
+    UploadCreated,
+    WebhookSecret,
+    ErrorBody,
+    Health,
+)
+"""Response bodies (serialization mode). A model that differs between the modes is named ``Name-Input`` and
+``Name-Output`` by pydantic, so requests and responses never overwrite each other's definitions."""
+QUERIES: tuple[type[BaseModel], ...] = (ListQuery,)
+"""Models that validate a query string: their fields become query parameters, not components."""
 
-def build_openapi(version: str) -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    job_request = TypeAdapter(JobSpec).json_schema(ref_template=REF)
-    schemas.update(job_request.pop("$defs", {}))
-    schemas["JobRequest"] = job_request
-    _, defs = models_json_schema(
-        [(m, "serialization") for m in (JobObject, JobList, UploadCreated, ErrorBody)], ref_template=REF
-    )
-    schemas.update(defs.get("$defs", {}))
-
-    def body(name: str) -> dict[str, Any]:
-        return {"content": {"application/json": {"schema": {"$ref": REF.format(model=name)}}}}
-
-    def answer(description: str, name: str) -> dict[str, Any]:
-        return {"description": description, **body(name)}
-
-    errors = {str(code): answer(text, "ErrorBody") for code, text in ERRORS.items()}
-    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "samq", "version": version, "description": "Asynchronous Segment Anything jobs."},
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/v1/jobs": {
-                "post": {
-                    "summary": "Submit a job",
-                    "parameters": [
-                        {"name": "Prefer", "in": "header", "schema": {"type": "string", "pattern": "^wait=\\d+$"}}
-                    ],
-                    "requestBody": {"required": True, **body("JobRequest")},
-                    "responses": {
-                        "202": answer("Accepted; poll the Location", "JobObject"),
-                        "200": answer("Finished within Prefer: wait", "JobObject"),
-                        **errors,
-                    },
-                },
-                "get": {
-                    "summary": "List jobs, newest first",
-                    "parameters": [
-                        {"name": "status", "in": "query", "schema": {"$ref": REF.format(model="JobStatus")}},
-                        {"name": "type", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                    ],
-                    "responses": {"200": answer("A page of jobs", "JobList"), **errors},
-                },
-            },
-            "/v1/jobs/{job_id}": {
-                "get": {"parameters": [job_id], "responses": {"200": answer("The job", "JobObject"), **errors}}
-            },
-            "/v1/jobs/{job_id}/cancel": {
-                "post": {
-                    "parameters": [job_id],
-                    "responses": {"202": answer("Canceled or canceling", "JobObject"), **errors},
-                }
-            },
-            "/v1/jobs/{job_id}/result": {
-                "get": {
-                    "parameters": [job_id],
-                    "responses": {
-                        "200": {
-                            "description": "The result document",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        **errors,
-                    },
-                }
-            },
-            "/v1/uploads": {
-                "post": {
-                    "summary": "Upload media (raw body or multipart field 'file')",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                            "image/*": {"schema": {"type": "string", "format": "binary"}},
-                            "multipart/form-data": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"file": {"type": "string", "format": "binary"}},
-                                }
-                            },
-                        },
-                    },
-                    "responses": {"201": answer("Stored", "UploadCreated"), **errors},
-                }
-            },
-            "/healthz": {"get": {"security": [], "responses": {"200": {"description": "The process is up"}}}},
-            "/readyz": {
-                "get": {
-                    "security": [],
-                    "responses": {
-                        "200": {"description": "Broker and storage reachable"},
-                        "503": answer("Not ready", "ErrorBody"),
-                    },
-                }
-            },
-            "/metrics": {"get": {"security": [], "responses": {"200": {"description": "Prometheus text format"}}}},
-        },
-    }
-
-
-ERRORS = {
+ERRORS: Mapping[int, str] = {
     400: "Malformed request",
     401: "Missing or invalid API key",
+    403: "Invalid or expired signature",
     404: "Unknown id (or another tenant's)",
     409: "Wrong state",
+    410: "Gone: the result is no longer stored",
     413: "Too large",
     415: "Unsupported media type",
     422: "Validation error (details carry field paths)",
+    429: "Rate limited, or too many unfinished jobs (Retry-After)",
     503: "Broker or storage unavailable (Retry-After)",
 }
+TENANT_ERRORS = (429, 503)
+"""What every non-public route may answer before its own code runs (the tenant's rate limit, Redis); and 401 when
+the server has API keys."""
+
+HEADERS: Mapping[str, Schema] = {
+    "Location": {"description": "The job's URL", "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}},
+}
+ERROR_HEADERS: Mapping[int, tuple[str, ...]] = {429: ("Retry-After",), 503: ("Retry-After",)}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A success response: its body (a component name, an inline schema, or none) and its required headers."""
+
+    description: str
+    body: str | Schema | None = None
+    media_type: str = JSON
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    method: Literal["get", "post", "put", "patch", "delete"]
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    answers: Mapping[int, Answer]
+    errors: tuple[int, ...] = ()
+    """The route's own errors (keys of ERRORS); non-public routes also get TENANT_ERRORS, and 401."""
+    parameters: tuple[Schema, ...] = ()
+    query: type[BaseModel] | None = None
+    """A model of QUERIES whose fields are the query parameters."""
+    body: Mapping[str, str | Schema] | None = None
+    """Request body by media type: a component name or an inline schema."""
+    public: bool = False
+    """No API key needed."""
+    description: str = ""
+
+
+def path_id(name: str, prefix: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": f"An id this API handed out ({prefix}_…)",
+        "schema": {"type": "string", "pattern": f"^{prefix}_[0-9A-Za-z]+$"},
+    }
+
+
+def header(name: str, description: str, schema: Schema) -> Schema:
+    return {"name": name, "in": "header", "required": False, "description": description, "schema": schema}
+
+
+JOB_ID = path_id("job_id", "job")
+UPLOAD_TYPES = ("image/*", "video/*", "application/octet-stream", "application/x-ndjson", "application/jsonl")
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "post",
+        "/v1/jobs",
+        "submitJob",
+        "Submit a job",
+        "jobs",
+        {
+            202: Answer("Accepted; poll the Location", "JobObject", headers=("Location",)),
+            200: Answer("Finished within Prefer: wait, or the first job of this Idempotency-Key", "JobObject"),
+        },
+        errors=(400, 413, 415, 422),
+        parameters=(
+            header(
+                "Prefer",
+                "wait=N: hold the response up to N seconds (at most SAMQ_API_MAX_WAIT_SECONDS); other preferences "
+                "are ignored",
+                {"type": "string"},
+            ),
+            header(
+                "Idempotency-Key",
+                "The same key with the same body within 24 h answers the first job (200) and creates nothing",
+                {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+            ),
+        ),
+        body={JSON: "JobRequest"},
+    ),
+    Route(
+        "get",
+        "/v1/jobs",
+        "listJobs",
+        "List jobs, newest first",
+        "jobs",
+        {200: Answer("A page of jobs; pass next_cursor as cursor for the next one", "JobList")},
+        errors=(422,),
+        query=ListQuery,
+    ),
+    Route(
+        "get",
+        "/v1/jobs/{job_id}",
+        "getJob",
+        "A job",
+        "jobs",
+        {200: Answer("The job", "JobObject")},
+        errors=(404,),
+        parameters=(JOB_ID,),
+    ),
+    Route(
+        "post",
+        "/v1/jobs/{job_id}/cancel",
+        "cancelJob",
+        "Cancel a queued or running job",
+        "jobs",
+        {202: Answer("Canceled (was queued) or canceling (running)", "JobObject")},
+        errors=(404, 409),
+        parameters=(JOB_ID,),
+    ),
+    Route(
+        "get",
+        "/v1/jobs/{job_id}/result",
+        "getJobResult",
+        "The result document of a succeeded job",
+        "jobs",
+        {200: Answer("The result document (result.json)", {"type": "object"})},
+        errors=(404, 409, 410),
+        parameters=(JOB_ID,),
+    ),
+    Route(
+        "get",
+        "/v1/jobs/{job_id}/deliveries",
+        "listJobDeliveries",
+        "Webhook delivery attempts of the job's events, oldest first",
+        "webhooks",
+        {200: Answer("The delivery log", "DeliveryList")},
+        errors=(404,),
+        parameters=(JOB_ID,),
+    ),
+    Route(
+        "get",
+        "/v1/webhooks/secret",
+        "getWebhookSecret",
+        "The secret that signs this tenant's webhooks (created on first use)",
+        "webhooks",
+        {200: Answer("The current secret", "WebhookSecret")},
+    ),
+    Route(
+        "post",
+        "/v1/webhooks/secret",
+        "rotateWebhookSecret",
+        "Create or rotate the webhook secret",
+        "webhooks",
+        {200: Answer("The new secret; the previous one signs too until previous_valid_until", "WebhookSecret")},
+    ),
+    Route(
+        "post",
+        "/v1/uploads",
+        "createUpload",
+        "Upload media for later jobs",
+        "uploads",
+        {201: Answer("Stored", "UploadCreated")},
+        errors=(400, 413, 415),
+        body={
+            **dict.fromkeys(UPLOAD_TYPES, BINARY),
+            "multipart/form-data": {"type": "object", "properties": {"file": BINARY}, "required": ["file"]},
+        },
+        description="The media bytes as the raw body (with their Content-Type), or as the multipart field 'file'.",
+    ),
+    Route(
+        "get",
+        "/v1/files/{key}",
+        "downloadFile",
+        "A presigned download (local storage backend)",
+        "files",
+        {200: Answer("The file, with its own Content-Type", {}, media_type="*/*")},
+        errors=(403, 404),
+        parameters=(
+            {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "expires", "in": "query", "required": True, "schema": {"type": "integer"}},
+            {"name": "signature", "in": "query", "required": True, "schema": {"type": "string"}},
+        ),
+        public=True,
+        description="The URLs of result.files: they carry their own signature instead of an API key.",
+    ),
+    Route("get", "/healthz", "healthz", "The process is up", "ops", {200: Answer("Up", "Health")}, public=True),
+    Route(
+        "get",
+        "/readyz",
+        "readyz",
+        "Broker and storage reachable",
+        "ops",
+        {200: Answer("Ready", "Health")},
+        errors=(503,),
+        public=True,
+    ),
+    Route(
+        "get",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics",
+        "ops",
+        {200: Answer("Prometheus text format", {"type": "string"}, media_type="text/plain")},
+        errors=(503,),
+        public=True,
+    ),
+    Route(
+        "get",
+        "/openapi.json",
+        "openapi",
+        "This document",
+        "ops",
+        {200: Answer("OpenAPI 3.1", {"type": "object"})},
+        public=True,
+    ),
+)
+
+
+def build_openapi(version: str, *, keys: bool = True) -> dict[str, Any]:
+    """The document of a server with API keys (``keys``), or of one that runs open: no key needed, never a 401."""
+    schemas, queries = _components()
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method] = _operation(route, queries, keys)
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "samq", "version": version, "description": "Asynchronous Segment Anything jobs."},
+        "components": {"schemas": schemas},
+        "paths": paths,
+    }
+    if keys:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+    else:
+        document["info"]["description"] += " This server runs open (no API keys): every caller is one tenant."
+    return document
+
+
+def _components() -> tuple[dict[str, Schema], dict[type[BaseModel], list[Schema]]]:
+    """All schemas in one pass (so shared definitions agree), and the query parameters of QUERIES."""
+    inputs: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = [
+        *((name, "validation", TypeAdapter(model)) for name, model in REQUESTS.items()),
+        *((model.__name__, "serialization", TypeAdapter(model)) for model in RESPONSES),
+        *((model.__name__, "validation", TypeAdapter(model)) for model in QUERIES),
+    ]
+    tops, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
+    schemas: dict[str, Schema] = dict(defs.get("$defs", {}))
+    for name in REQUESTS:
+        top = tops[(name, "validation")]
+        if "$ref" not in top:  # a union (the job spec) has no definition of its own
+            schemas[name] = top
+    queries = {}
+    for model in QUERIES:
+        fields = schemas.pop(model.__name__)["properties"]
+        queries[model] = [_query_parameter(name, schema) for name, schema in fields.items()]
+    return schemas, queries
+
+
+def _query_parameter(name: str, field: Schema) -> Schema:
+    """An optional field as a query parameter: absent means None, so the ``null`` branch goes."""
+    schema = {k: v for k, v in field.items() if k not in ("title", "default")}
+    options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _operation(route: Route, queries: Mapping[type[BaseModel], list[Schema]], keys: bool) -> dict[str, Any]:
+    errors = set(route.errors)
+    if not route.public:
+        errors.update(TENANT_ERRORS, (401,) if keys else ())
+    operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary, "tags": [route.tag]}
+    if route.description:
+        operation["description"] = route.description
+    parameters = [*route.parameters, *(queries[route.query] if route.query else ())]
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        content = {media_type: {"schema": _schema(body)} for media_type, body in route.body.items()}
+        operation["requestBody"] = {"required": True, "content": content}
+    operation["responses"] = {
+        **{str(status): _response(answer) for status, answer in sorted(route.answers.items())},
+        **{
+            str(status): _response(Answer(ERRORS[status], "ErrorBody", headers=ERROR_HEADERS.get(status, ())))
+            for status in sorted(errors)
+        },
+    }
+    if route.public and keys:
+        operation["security"] = []
+    return operation
+
+
+def _response(answer: Answer) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": answer.description}
+    if answer.headers:
+        response["headers"] = {name: {**HEADERS[name], "required": True} for name in answer.headers}
+    if answer.body is not None:
+        response["content"] = {answer.media_type: {"schema": _schema(answer.body)}}
+    return response
+
+
+def _schema(body: str | Schema) -> Schema:
+    return {"$ref": REF.format(model=body)} if isinstance(body, str) else body

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 import redis
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -13,6 +13,7 @@ from api.context import services
 from api.errors import RETRY_AFTER_SECONDS, ApiError
 from api.metrics import QueueCollector
 from api.openapi import build_openapi
+from api.views import Health
 from storage.base import StorageError
 
 bp = Blueprint("ops", __name__)
@@ -20,7 +21,7 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return jsonify({"status": "ok"})
+    return jsonify(Health(status="ok").model_dump())
 
 
 @bp.get("/readyz")
@@ -37,7 +38,7 @@ def readyz() -> Response:
         problems.append({"component": "storage", "message": str(e)})
     if problems:
         raise ApiError(503, "not_ready", "a dependency is unreachable", problems, retry_after=RETRY_AFTER_SECONDS)
-    return jsonify({"status": "ready"})
+    return jsonify(Health(status="ready").model_dump())
 
 
 @bp.get("/metrics")
@@ -49,7 +50,7 @@ def metrics() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(build_openapi(package_version()))
+    return jsonify(build_openapi(package_version(), keys=current_app.config["SAMQ_KEYS"]))
 
 
 def package_version() -> str:

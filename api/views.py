@@ -5,7 +5,7 @@ The same models generate /openapi.json.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from tasks.views import JobObject, Timestamp, View
 from tasks.webhooks import DeliveryAttempt
@@ -21,6 +21,12 @@ class UploadCreated(View):
     bytes: int
     sha256: str
     content_type: str
+
+
+class Health(View):
+    """``GET /healthz`` (``ok``) and ``GET /readyz`` (``ready``)."""
+
+    status: Literal["ok", "ready"]
 
 
 class ErrorDetail(View):

@@ -7,6 +7,7 @@ Downstream code only ever sees these typed objects, never raw dicts.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -15,13 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MAX_PROMPTS_PER_JOB = 64
 MAX_POINTS_PER_PROMPT = 64
 MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
 class Spec(BaseModel):
-    """Base for every request model: immutable, and unknown fields are an error (422)."""
+    """Base for every request model: immutable; unknown fields and non-finite numbers (1e999) are errors (422)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ModelId(StrEnum):
@@ -151,7 +153,14 @@ class JobSpecBase(Spec):
     @field_validator("metadata")
     @classmethod
     def _small_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        """Small, plain JSON: it is stored, echoed in every job object and sent in webhook bodies."""
+        if _deeper_than(metadata, MAX_METADATA_DEPTH):
+            raise ValueError(f"metadata must nest at most {MAX_METADATA_DEPTH} levels deep")
+        try:  # NaN and Infinity are not JSON; a lone surrogate escape (\ud800) is not text
+            size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode())
+        except ValueError as e:
+            raise ValueError(f"metadata must be plain JSON: {e}") from e
+        if size > MAX_METADATA_BYTES:
             raise ValueError(f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes")
         return metadata
 
@@ -172,6 +181,17 @@ class EmbedSpec(JobSpecBase):
 
     type: Literal["embed"]
     image: UrlImage | Base64Image | UploadImage | S3Image
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether ``value`` nests more than ``levels`` objects/arrays deep (walks at most ``levels + 1`` of them)."""
+    if isinstance(value, dict):
+        children: Iterable[Any] = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    return levels == 0 or any(_deeper_than(child, levels - 1) for child in children)
 
 
 JobSpec = Annotated[SegmentSpec | EmbedSpec, Field(discriminator="type")]
