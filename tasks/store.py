@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -494,6 +495,9 @@ class InvalidCursorError(ValueError):
 def _decode_cursor(cursor: str) -> float:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return float(base64.urlsafe_b64decode(padded.encode()).decode())
+        score = float(base64.urlsafe_b64decode(padded.encode()).decode())
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidCursorError(f"invalid cursor {cursor!r}") from e
+    if math.isnan(score):  # Redis refuses "(nan" as a range bound
+        raise InvalidCursorError(f"invalid cursor {cursor!r}")
+    return score

@@ -14,7 +14,7 @@ from tasks.errors import InvalidImageError, MediaFetchError
 from tasks.jobs import IllegalTransitionError, JobResult, JobStatus, new_job
 from tasks.settings import QueueSettings
 from tasks.specs import SegmentSpec
-from tasks.store import JobStore, connect
+from tasks.store import InvalidCursorError, JobStore, connect
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +148,9 @@ def test_listing_pages_newest_first_with_filters(store: JobStore) -> None:
     assert [i for p in pages for i in p] == ids[::-1]
     running, _ = store.list_jobs("t1", status=JobStatus.RUNNING)
     assert [j.id for j in running] == [ids[3]]
+    for forged in ("bmFu", "aW5mX25vdA", "!!"):  # "nan" (Redis refuses it as a bound), garbage, not base64
+        with pytest.raises(InvalidCursorError):
+            store.list_jobs("t1", cursor=forged)
 
 
 def test_wait_terminal_wakes_on_the_transition(store: JobStore) -> None:
