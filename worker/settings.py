@@ -14,11 +14,15 @@ class WorkerSettings(BaseSettings):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     models_dir: Path = Path("models")
-    """Checkpoints are looked up here first, as ``<model id>.pt`` (e.g. ``sam2.1_hiera_tiny.pt``)."""
+    """Checkpoints are looked up here first: SAM2 as ``<model id>.pt`` (e.g. ``sam2.1_hiera_tiny.pt``), SAM3 as a
+    Hugging Face checkpoint folder ``sam3/`` (``config.json``, ``model.safetensors``, tokenizer and processor files)."""
     hub_cache_dir: Path | None = None
     """Where hub downloads go (default: huggingface_hub's own cache)."""
     allow_download: bool = True
     hub_token: SecretStr | None = None
+    """Hugging Face token: needed to download gated repositories (``facebook/sam3``)."""
+    sam3_revision: str | None = None
+    """Hub revision (a commit hash, ideally) of ``facebook/sam3`` to download; ``None``: the repository's ``main``."""
     torch_threads: int | None = None
     embedding_cache_bytes: int = 1024 * 1024 * 1024
     """In-process embedding LRU budget; the shared tier lives in object storage."""
@@ -37,5 +41,6 @@ class WorkerSettings(BaseSettings):
     image_size: int | None = Field(
         default=None, ge=64, le=4096, validation_alias=AliasChoices("SAMQ_IMAGE_SIZE", "SAMQ_WORKER_IMAGE_SIZE")
     )
-    """Dev/test only: shrink the model input size (a multiple of 32; SAM2's default is 1024)."""
+    """Dev/test only: shrink the model input size (a multiple of 32; SAM2's default is 1024). SAM3 rounds it down to
+    a multiple of 14 (its default is 1008; its random-weights models default to 224)."""
     seed: int = 0

@@ -1,0 +1,173 @@
+"""The SAM3 tracker on single images: SAM2-style visual prompts (points, a box, a low-res mask) on SAM3's backbone.
+
+The runner wraps transformers' ``Sam3TrackerModel`` + ``Sam3TrackerProcessor`` and has the same interface as
+:class:`~worker.runners.sam2_image.Sam2ImageRunner` (``image_size``, ``low_res_size``, ``device``, ``encode``,
+``predict``), so the segment / embed pipeline runs it for ``model: "sam3"`` unchanged. Its embedding is even the
+same type, :class:`~worker.runners.sam2_image.ImageEmbedding`: the tracker's three feature maps (the 1/14 image
+embedding and the two projected high-resolution maps) fill the same two fields.
+
+Each prompt is decoded by itself with exactly what the documented call computes (``processor(images, input_points,
+input_labels, input_boxes)`` → ``model(**inputs)`` → ``processor.post_process_masks``: bilinear upsampling of the
+low-res logits, > 0), on the cached image features. ``low_res_size`` is ``4 * image_size / 14`` (288 for the
+released model): ``mask_input`` logits from an earlier prediction must have that side.
+
+Not thread-safe (one job at a time per worker process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from worker import torchvision_compat
+from worker.results import InstanceMasks, boxes_from_masks
+from worker.runners.sam2_image import ImageEmbedding, Sam2Features, VisualPrompt, _check_box, _check_points
+from worker.runners.sam3 import (
+    DEFAULT_RANDOM_IMAGE_SIZE,
+    build_random,
+    image_processor,
+    inference,
+    input_size,
+    load_pretrained,
+    load_processor,
+    select_device,
+    shrunk_tracker_config,
+)
+from worker.settings import WorkerSettings
+from worker.weights import pretrained_card
+
+torchvision_compat.install()  # before transformers' SAM3 modules import torchvision (a no-op if already done)
+
+from transformers import Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerProcessor  # noqa: E402
+
+
+class Sam3TrackerRunner:
+    """A loaded SAM3 tracker. Build it with :meth:`load`; then :meth:`encode` and :meth:`predict`."""
+
+    def __init__(self, model_id: str, model: Any, processor: Any, device: str) -> None:
+        self.model_id = model_id
+        self._model = model
+        self._processor = processor
+        self.device = device
+        """``"cpu"`` or ``"cuda"``."""
+        self.image_size: int = int(model.config.prompt_encoder_config.image_size)
+        """The square input side the model runs at (1008 for the released model)."""
+        self.low_res_size: int = int(model.prompt_encoder.mask_input_size[0])
+        """Side of the low-res logits (and of ``mask_input``): ``4 * image_size / 14``."""
+        self._feature_sizes = [tuple(int(v) for v in size) for size in model.backbone_feature_sizes]
+
+    @classmethod
+    def load(cls, model_id: str, settings: WorkerSettings) -> Sam3TrackerRunner:
+        """Build the model on the settings' device, from the checkpoint folder (or seeded random weights, shrunk)."""
+        card = pretrained_card(model_id)
+        device = select_device(settings)
+        size = input_size(settings)
+        if settings.random_weights:
+            size = size or DEFAULT_RANDOM_IMAGE_SIZE
+            model = build_random(Sam3TrackerModel, shrunk_tracker_config(size), card.model_id, settings, device)
+            processor = Sam3TrackerProcessor(image_processor=image_processor(size))
+        else:
+            model, directory = load_pretrained(
+                Sam3TrackerModel, Sam3TrackerConfig, "tracker", card.model_id, settings, size, device
+            )
+            processor = load_processor(Sam3TrackerProcessor, directory, card.model_id, size)
+        return cls(card.model_id, model, processor, device)
+
+    def encode(self, image: npt.NDArray[np.uint8]) -> ImageEmbedding:
+        """Run the image encoder on an (H, W, 3) uint8 RGB image."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+        pixel_values = self._processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
+        with inference(self.device):
+            maps = list(self._model.get_image_embeddings(pixel_values))
+        features: Sam2Features = {"image_embed": maps[-1], "high_res_feats": maps[:-1]}
+        return ImageEmbedding.create(features, (int(image.shape[0]), int(image.shape[1])))
+
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        prompts: Sequence[VisualPrompt],
+        multimask_output: bool = True,
+        return_all_masks: bool = False,
+    ) -> InstanceMasks:
+        """Decode each prompt against ``embedding``: its best mask by predicted IoU, or all of its masks.
+
+        Same contract as :meth:`Sam2ImageRunner.predict <worker.runners.sam2_image.Sam2ImageRunner.predict>`;
+        ``boxes`` are computed from the masks.
+        """
+        if not prompts:
+            raise ValueError("at least one prompt is needed")
+        height, width = embedding.orig_hw
+        for index, prompt in enumerate(prompts):
+            self._check_prompt(index, prompt, height, width)
+        maps = self._restore(embedding)
+        masks: list[npt.NDArray[np.bool_]] = []
+        scores: list[npt.NDArray[np.float32]] = []
+        logits: list[npt.NDArray[np.float32]] = []
+        prompt_index: list[int] = []
+        with inference(self.device):
+            for index, prompt in enumerate(prompts):
+                out = self._decode(maps, prompt, multimask_output, height, width)
+                prompt_scores = out.iou_scores[0, 0].float().cpu().numpy()
+                chosen = np.arange(len(prompt_scores)) if return_all_masks else np.array([np.argmax(prompt_scores)])
+                upsampled = self._processor.post_process_masks(out.pred_masks, [[height, width]])[0][0]
+                masks.append(upsampled.cpu().numpy()[chosen].astype(bool))
+                scores.append(prompt_scores[chosen].astype(np.float32))
+                logits.append(out.pred_masks[0, 0].float().cpu().numpy()[chosen])
+                prompt_index += [index] * len(chosen)
+        all_masks = np.concatenate(masks)
+        return InstanceMasks(
+            masks=all_masks,
+            scores=np.concatenate(scores),
+            boxes=boxes_from_masks(all_masks),
+            low_res_logits=np.concatenate(logits),
+            prompt_index=np.asarray(prompt_index, dtype=np.int64),
+        )
+
+    def _decode(
+        self, maps: list[torch.Tensor], prompt: VisualPrompt, multimask_output: bool, height: int, width: int
+    ) -> Any:
+        """The prompt encoder and mask decoder for one prompt, coordinates normalised by the processor."""
+        inputs = self._processor(
+            original_sizes=[[height, width]],
+            input_points=None if prompt.point_coords is None else [[prompt.point_coords.tolist()]],
+            input_labels=None if prompt.point_labels is None else [[prompt.point_labels.tolist()]],
+            input_boxes=None if prompt.box is None else [[prompt.box.tolist()]],
+            return_tensors="pt",
+        )
+        names = ("input_points", "input_labels", "input_boxes")
+        prompt_inputs = {name: inputs[name].to(self.device) for name in names if name in inputs}
+        if prompt.mask_input is not None:
+            prompt_inputs["input_masks"] = torch.from_numpy(prompt.mask_input)[None].to(self.device)
+        return self._model(image_embeddings=maps, multimask_output=multimask_output, **prompt_inputs)
+
+    def _restore(self, embedding: ImageEmbedding) -> list[torch.Tensor]:
+        """The embedding's maps as the model's ``image_embeddings`` (high-res first), on this device."""
+        image_embed = embedding.features["image_embed"]
+        maps = [*embedding.features["high_res_feats"], image_embed]
+        sizes = [tuple(int(v) for v in t.shape[-2:]) for t in maps]
+        if sizes != self._feature_sizes or any(t.shape[0] != 1 for t in maps):
+            raise ValueError(
+                f"the embedding's feature maps {sizes} do not fit this model ({self.model_id} at {self.image_size}px "
+                f"expects {self._feature_sizes}): it was computed by another model or size"
+            )
+        return [t.to(self.device) for t in maps]
+
+    def _check_prompt(self, index: int, prompt: VisualPrompt, height: int, width: int) -> None:
+        if prompt.point_coords is None and prompt.box is None and prompt.mask_input is None:
+            raise ValueError(f"prompt {index} has no points, box or mask_input")
+        if (prompt.point_coords is None) != (prompt.point_labels is None):
+            raise ValueError(f"prompt {index}: point_coords and point_labels go together")
+        if prompt.point_coords is not None and prompt.point_labels is not None:
+            _check_points(index, prompt.point_coords, prompt.point_labels, height, width)
+        if prompt.box is not None:
+            _check_box(index, prompt.box, height, width)
+        if prompt.mask_input is not None and prompt.mask_input.shape != (1, self.low_res_size, self.low_res_size):
+            side = self.low_res_size
+            raise ValueError(
+                f"prompt {index}: mask_input must be (1, {side}, {side}) for this model, got {prompt.mask_input.shape}"
+            )
