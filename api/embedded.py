@@ -20,7 +20,9 @@ from pathlib import Path
 
 import redis
 
-ALL_QUEUES = "interactive,video,bulk,io"
+from tasks.names import Queue
+
+ALL_QUEUES = ",".join(q.value for q in Queue)
 
 
 class StartupError(RuntimeError):

@@ -21,7 +21,7 @@ from tasks.dispatch import enqueue
 from tasks.egress import check_url
 from tasks.errors import BrokerUnavailableError, MediaFetchError, MediaNotFoundError, UrlRefusedError
 from tasks.jobs import IllegalTransitionError, Job, JobStatus, new_job
-from tasks.specs import Base64Image, JobSpec, S3Image, SegmentSpec, UploadImage, UrlImage
+from tasks.specs import Base64Image, ConceptSpec, JobSpec, S3Image, SegmentSpec, UploadImage, UrlImage
 from tasks.store import Idempotency, IdempotencyKeyReusedError, InvalidCursorError, QuotaExceededError
 from tasks.views import job_object
 
@@ -195,13 +195,16 @@ def _parse_spec(body: Any) -> JobSpec:
 def _admit(spec: JobSpec) -> JobSpec:
     """Checks that need the server's state; an inline base64 image becomes an upload (messages carry no bytes)."""
     svc = services()
+    if isinstance(spec.image, Base64Image):
+        data = _decode_base64(spec.image.base64, svc.api.max_base64_bytes)
+        spec = spec.model_copy(update={"image": UploadImage(upload=store_upload(data, "application/octet-stream").id)})
     image = spec.image
-    if isinstance(image, Base64Image):
-        data = _decode_base64(image.base64, svc.api.max_base64_bytes)
-        upload = store_upload(data, "application/octet-stream")
-        spec = spec.model_copy(update={"image": UploadImage(upload=upload.id)})
-    elif isinstance(image, UploadImage) and svc.uploads.get(image.upload, tenant()) is None:
-        raise _invalid("image.upload", f"unknown upload {image.upload}")
+    if isinstance(image, UploadImage):
+        upload = svc.uploads.get(image.upload, tenant())
+        if upload is None:
+            raise _invalid("image.upload", f"unknown upload {image.upload}")
+        if upload.width is not None and upload.height is not None:
+            _check_bounds(spec, upload.width, upload.height)
     elif isinstance(image, UrlImage):
         _check_url("image.url", image.url)
     elif isinstance(image, S3Image):
@@ -218,6 +221,26 @@ def _admit(spec: JobSpec) -> JobSpec:
             if ref is not None and svc.jobs.get(ref.job, tenant()) is None:
                 raise _invalid(f"prompts.{i}.mask_input.job", f"unknown job {ref.job}")
     return spec
+
+
+def _check_bounds(spec: JobSpec, width: int, height: int) -> None:
+    """Points and boxes must lie on the image (points: 0 ≤ x < width; box corners: 0 ≤ x ≤ width)."""
+
+    def outside(field: str, what: str) -> ApiError:
+        return _invalid(field, f"{what} lies outside the {width}x{height} image")
+
+    if isinstance(spec, SegmentSpec):
+        for i, prompt in enumerate(spec.prompts):
+            for j, p in enumerate(prompt.points):
+                if p.x >= width or p.y >= height:
+                    raise outside(f"prompts.{i}.points.{j}", f"point ({p.x:g}, {p.y:g})")
+            if prompt.box is not None and (prompt.box.x1 > width or prompt.box.y1 > height):
+                raise outside(f"prompts.{i}.box", "the box")
+    elif isinstance(spec, ConceptSpec):
+        for i, concept in enumerate(spec.prompts):
+            for j, box in enumerate(concept.boxes):
+                if box.x1 > width or box.y1 > height:
+                    raise outside(f"prompts.{i}.boxes.{j}", "the exemplar box")
 
 
 def _check_url(field: str, url: str) -> None:

@@ -9,7 +9,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tasks.names import QUEUE_BY_JOB_TYPE, Queue
+from tasks.names import JOB_TYPES, Queue
 from tasks.store import ENTERED, RUNTIME_BUCKETS, runtime_key
 
 # kombu's Redis transport keeps one list per priority step: the queue name, then name + "\x06\x16" + step.
@@ -38,7 +38,7 @@ class QueueCollector(Collector):
         yield entered
 
         runtime = HistogramMetricFamily("samq_job_run_seconds", "Run time of finished jobs.", labels=["type"])
-        for job_type in QUEUE_BY_JOB_TYPE:
+        for job_type in JOB_TYPES:
             stats = cast(dict[str, str], self._redis.hgetall(runtime_key(job_type)))
             buckets = [(_le(bound), float(stats.get(repr(bound), 0))) for bound in RUNTIME_BUCKETS]
             runtime.add_metric([job_type], buckets, float(stats.get("sum", 0)))

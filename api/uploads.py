@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import mimetypes
+import warnings
 
 from flask import Blueprint, Response, jsonify, request, send_file
+from PIL import Image
 
 from api.context import services, tenant
 from api.errors import ApiError
@@ -55,9 +58,22 @@ def store_upload(data: bytes, content_type: str) -> Upload:
         sha256=hashlib.sha256(data).hexdigest(),
         content_type=content_type,
         created_at=utcnow(),
+        **_image_size(data),
     )
     svc.uploads.add(upload)
     return upload
+
+
+def _image_size(data: bytes) -> dict[str, int]:
+    """Width and height from the image header (nothing is decoded); empty for anything else."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Exception:  # not an image PIL reads, or one PIL refuses: the worker reports it precisely
+        return {}
+    return {"width": width, "height": height}
 
 
 @bp.get("/v1/files/<path:key>")

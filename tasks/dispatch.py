@@ -5,11 +5,13 @@ from __future__ import annotations
 from celery import Celery
 
 from tasks.jobs import Job
-from tasks.names import DELIVER_WEBHOOK_TASK, PING_TASK, QUEUE_BY_JOB_TYPE, RUN_JOB_TASK, Queue
+from tasks.names import DELIVER_WEBHOOK_TASK, PING_TASK, RUN_JOB_TASK, Queue, queue_for
 
 
 def enqueue(app: Celery, job: Job, countdown: float | None = None) -> None:
-    app.send_task(RUN_JOB_TASK, kwargs={"job_id": job.id}, queue=QUEUE_BY_JOB_TYPE[job.type].value, countdown=countdown)
+    app.send_task(
+        RUN_JOB_TASK, kwargs={"job_id": job.id}, queue=queue_for(job.type, job.model).value, countdown=countdown
+    )
 
 
 def send_delivery(app: Celery, event_id: str) -> None:

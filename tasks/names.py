@@ -11,7 +11,8 @@ from enum import StrEnum
 class Queue(StrEnum):
     """Separate queues so that long work cannot starve short work."""
 
-    INTERACTIVE = "interactive"  # segment, embed, concept: seconds
+    INTERACTIVE = "interactive"  # segment, embed on SAM2: seconds
+    SAM3 = "sam3"  # every job on SAM3 (840M parameters): workers with the memory for it
     VIDEO = "video"  # track: minutes
     BULK = "bulk"  # batch items
     IO = "io"  # CPU-only side work: webhooks, reconcile
@@ -21,7 +22,12 @@ RUN_JOB_TASK = "samq.run_job"
 PING_TASK = "samq.ping"
 DELIVER_WEBHOOK_TASK = "samq.deliver_webhook"
 
-QUEUE_BY_JOB_TYPE: dict[str, Queue] = {
-    "segment": Queue.INTERACTIVE,
-    "embed": Queue.INTERACTIVE,
-}
+JOB_TYPES = ("segment", "embed", "concept")
+SAM3_MODEL = "sam3"
+
+
+def queue_for(job_type: str, model: str) -> Queue:
+    """SAM3 jobs have their own queue, so SAM3 workers can be sized (and placed) apart from SAM2 workers."""
+    if model == SAM3_MODEL:
+        return Queue.SAM3
+    return Queue.INTERACTIVE

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from storage import keys
 from storage.base import ObjectStore, StorageError
 from tasks.errors import StorageUnavailableError
 from tasks.jobs import Job, JobResult, ResultFile
-from tasks.specs import SegmentSpec
+from tasks.specs import ConceptSpec, MaskFormat, SegmentSpec
 from worker.encoders import encode_png, encode_polygons, encode_rle
 from worker.results import InstanceMasks
+
+if TYPE_CHECKING:
+    from worker.runners.sam3_concept import ConceptInstances
 
 RESULT_DOCUMENT = "result.json"
 LOW_RES_LOGITS = "low_res_logits.npy"
@@ -30,35 +34,78 @@ def write_segment_result(
     image_id: str,
     embedding_source: str,
 ) -> JobResult:
+    instances, files = _instances(objects, job, spec.output.formats, masks.masks, masks.boxes, masks.scores)
+    for instance, prompt_index in zip(instances, masks.prompt_index.tolist(), strict=True):
+        instance["prompt_index"] = prompt_index
+    logits = io.BytesIO()
+    np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
+    files.append(_write(objects, job, LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
+    files.append(_write_json(objects, job, _document(image_hw, image_id, instances)))
+    summary = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
+    return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
+
+
+def write_concept_result(
+    objects: ObjectStore,
+    job: Job,
+    spec: ConceptSpec,
+    found: ConceptInstances,
+    image_hw: tuple[int, int],
+    image_id: str,
+    embedding_source: str,
+) -> JobResult:
+    """Instances best first, each labelled with its prompt's phrase (``null`` for an exemplar-only prompt)."""
+    instances, files = _instances(objects, job, spec.output.formats, found.masks, found.boxes, found.scores)
+    for instance, prompt_index in zip(instances, found.prompt_index.tolist(), strict=True):
+        instance["label"] = spec.prompts[prompt_index].text
+        instance["prompt_index"] = prompt_index
+    files.append(_write_json(objects, job, _document(image_hw, image_id, instances)))
+    per_prompt = [0] * len(spec.prompts)
+    for prompt_index in found.prompt_index.tolist():
+        per_prompt[prompt_index] += 1
+    summary = {
+        "instances": len(instances),
+        "instances_per_prompt": per_prompt,
+        "image_id": image_id,
+        "embedding": embedding_source,
+    }
+    return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
+
+
+def _instances(
+    objects: ObjectStore,
+    job: Job,
+    formats: list[MaskFormat],
+    masks: npt.NDArray[np.bool_],
+    boxes: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float32],
+) -> tuple[list[dict[str, Any]], list[ResultFile]]:
+    """One record per mask (index, score, bbox, area, and each requested encoding); PNGs written as files."""
     files: list[ResultFile] = []
     instances: list[dict[str, Any]] = []
-    for i in range(len(masks.scores)):
-        mask = masks.masks[i]
-        x0, y0, x1, y1 = (float(v) for v in masks.boxes[i])
+    for i, mask in enumerate(masks):
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
         instance: dict[str, Any] = {
             "index": i,
-            "prompt_index": int(masks.prompt_index[i]),
-            "score": float(masks.scores[i]),
+            "score": float(scores[i]),
             "bbox": {"x0": x0, "y0": y0, "x1": x1, "y1": y1},
             "area": int(mask.sum()),
         }
-        if "rle" in spec.output.formats:
+        if "rle" in formats:
             instance["rle"] = encode_rle(mask)
-        if "polygon" in spec.output.formats:
+        if "polygon" in formats:
             instance["polygon"] = encode_polygons(mask)
-        if "png" in spec.output.formats:
+        if "png" in formats:
             name = f"masks/{i}.png"
             files.append(_write(objects, job, name, encode_png(mask), "image/png"))
             instance["png"] = name
         instances.append(instance)
-    logits = io.BytesIO()
-    np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
-    files.append(_write(objects, job, LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
+    return instances, files
+
+
+def _document(image_hw: tuple[int, int], image_id: str, instances: list[dict[str, Any]]) -> dict[str, Any]:
     height, width = image_hw
-    document = {"image": {"width": width, "height": height, "image_id": image_id}, "instances": instances}
-    files.append(_write_json(objects, job, document))
-    summary = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
-    return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
+    return {"image": {"width": width, "height": height, "image_id": image_id}, "instances": instances}
 
 
 def write_embed_result(

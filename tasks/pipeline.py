@@ -10,9 +10,9 @@ import hashlib
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -31,33 +31,71 @@ from tasks.errors import (
 from tasks.jobs import Job, JobResult
 from tasks.lease import JobCanceledError, Lease, LeaseLostError
 from tasks.media import MediaSource
-from tasks.outputs import LOW_RES_LOGITS, write_embed_result, write_segment_result
-from tasks.specs import Base64Image, CachedImage, EmbedSpec, Prompt, S3Image, SegmentSpec, UploadImage, UrlImage
+from tasks.outputs import LOW_RES_LOGITS, write_concept_result, write_embed_result, write_segment_result
+from tasks.specs import CachedImage, ConceptSpec, EmbedSpec, ImageRef, Prompt, SegmentSpec
 from tasks.store import JobStore
 from worker.embedding_cache import EmbeddingCache
 from worker.images import decode_image
 from worker.results import InstanceMasks
 from worker.runners.sam2_image import ImageEmbedding, VisualPrompt
 
+if TYPE_CHECKING:  # the concept runner pulls in transformers: imported where it runs
+    from worker.runners.sam3_concept import ConceptInstances, ConceptQuery, Sam3Embedding
+
 log = logging.getLogger(__name__)
 
 
-class ImageRunner(Protocol):
-    """What the pipeline needs of a model runner (``worker.runners.sam2_image.Sam2ImageRunner``)."""
+class Embedding(Protocol):
+    """What every image embedding offers (``ImageEmbedding``, ``Sam3Embedding``)."""
 
-    image_size: int
-    low_res_size: int
-    device: str
+    @property
+    def orig_hw(self) -> tuple[int, int]: ...
 
-    def encode(self, image: np.ndarray) -> ImageEmbedding: ...
+    @property
+    def nbytes(self) -> int: ...
+
+    def to_bytes(self) -> bytes: ...
+
+
+E = TypeVar("E", bound=Embedding)
+E_co = TypeVar("E_co", bound=Embedding, covariant=True)
+
+
+class Encoder(Protocol[E_co]):
+    """The image encoder side of a runner: its input size, device, and one image → one embedding."""
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def device(self) -> str: ...
+
+    def encode(self, image: np.ndarray) -> E_co: ...
+
+
+class ImageRunner(Encoder[ImageEmbedding], Protocol):
+    """Visual prompts → masks (``Sam2ImageRunner``, ``Sam3TrackerRunner``)."""
+
+    @property
+    def low_res_size(self) -> int: ...
 
     def predict(
         self, embedding: ImageEmbedding, prompts: list[VisualPrompt], multimask_output: bool, return_all_masks: bool
     ) -> InstanceMasks: ...
 
 
+class ConceptRunner(Encoder["Sam3Embedding"], Protocol):
+    """Phrases and exemplar boxes → every instance (``Sam3ConceptRunner``)."""
+
+    def detect(
+        self, embedding: Sam3Embedding, queries: Sequence[ConceptQuery], *, max_detections: int, nms_iou: float | None
+    ) -> ConceptInstances: ...
+
+
 class ModelSource(Protocol):
     def get(self, model_id: str) -> ImageRunner: ...
+
+    def get_concept(self, model_id: str) -> ConceptRunner: ...
 
 
 Resend = Callable[[Job, float], None]
@@ -72,7 +110,7 @@ class Runtime:
     objects: ObjectStore
     media: MediaSource
     models: ModelSource
-    embeddings: EmbeddingCache
+    embeddings: EmbeddingCache[Embedding]
     resend: Resend
     max_image_pixels: int
     max_attempts: int
@@ -82,7 +120,8 @@ class Runtime:
 
 
 Checkpoint = Callable[[], None]
-MediaRef = UrlImage | Base64Image | UploadImage | S3Image
+CONCEPT_EMBEDDINGS = "sam3_concept"
+"""Cache key kind of SAM3 concept-model features (the tracker's are keyed ``sam3``, like any model id)."""
 
 
 def execute(job_id: str, rt: Runtime) -> None:
@@ -129,14 +168,16 @@ def run(job: Job, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
     spec = job.spec
     if isinstance(spec, SegmentSpec):
         return run_segment(job, spec, rt, checkpoint)
+    if isinstance(spec, ConceptSpec):
+        return run_concept(job, spec, rt, checkpoint)
     return run_embed(job, spec, rt, checkpoint)
 
 
 @dataclass(frozen=True)
-class Obtained:
+class Obtained(Generic[E]):
     """An image embedding, its image's content hash, and where it came from."""
 
-    embedding: ImageEmbedding
+    embedding: E
     image_id: str
     source: str
     """``memory`` (this process), ``shared`` (object storage, written by any worker) or ``miss`` (encoded now)."""
@@ -145,7 +186,7 @@ class Obtained:
 
 def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
     runner = rt.models.get(spec.model.value)
-    got = _embed_media(job, spec.image, runner, rt, checkpoint)
+    got = _obtain(job, spec.image, spec.model.value, runner, _image_embedding(runner), rt, checkpoint)
     if got.source != "shared":
         key = keys.embedding(job.tenant, spec.model.value, runner.image_size, got.image_id)
         _put(rt.objects, key, got.embedding.to_bytes())
@@ -155,10 +196,7 @@ def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) ->
 def run_segment(job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
     started = time.perf_counter()
     runner = rt.models.get(spec.model.value)
-    if isinstance(spec.image, CachedImage):
-        got = _cached_only(job, spec, spec.image.image_id, runner, rt)
-    else:
-        got = _embed_media(job, spec.image, runner, rt, checkpoint)
+    got = _obtain(job, spec.image, spec.model.value, runner, _image_embedding(runner), rt, checkpoint)
     prompts = [_visual_prompt(p, job, rt.objects, runner.low_res_size) for p in spec.prompts]
     checkpoint()
     decode_started = time.perf_counter()
@@ -173,37 +211,82 @@ def run_segment(job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint
     return result
 
 
-def _cached_only(job: Job, spec: SegmentSpec, image_id: str, runner: ImageRunner, rt: Runtime) -> Obtained:
-    key = keys.embedding(job.tenant, spec.model.value, runner.image_size, image_id)
-    embedding, source = _cached_embedding(key, rt, runner.device)
-    if embedding is None:
-        raise EmbeddingNotFoundError(
-            f"no cached embedding for image_id {image_id} and model {spec.model.value}; "
-            "run an embed job with this model first"
+def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+    """One image encode for every prompt; the embedding stays in this process's cache for later concept jobs."""
+    from worker.runners.sam3_concept import ConceptQuery, Sam3Embedding
+
+    started = time.perf_counter()
+    runner = rt.models.get_concept(spec.model.value)
+    device = runner.device
+    got = _obtain(
+        job, spec.image, CONCEPT_EMBEDDINGS, runner, lambda data: Sam3Embedding.from_bytes(data, device), rt, checkpoint
+    )
+    queries = [
+        ConceptQuery(
+            text=p.text,
+            boxes=[(b.x0, b.y0, b.x1, b.y1) for b in p.boxes],
+            box_labels=[b.positive for b in p.boxes],
+            threshold=spec.threshold if p.threshold is None else p.threshold,
         )
-    return Obtained(embedding, image_id, source)
+        for p in spec.prompts
+    ]
+    checkpoint()
+    detect_started = time.perf_counter()
+    found = runner.detect(got.embedding, queries, max_detections=spec.max_detections, nms_iou=spec.nms_iou)
+    detect_ms = (time.perf_counter() - detect_started) * 1000
+    checkpoint()
+    result = write_concept_result(rt.objects, job, spec, found, got.embedding.orig_hw, got.image_id, got.source)
+    result.summary["timings"] = {
+        "encode_ms": round(got.encode_ms, 3),
+        "detect_ms": round(detect_ms, 3),
+        "model_ms": round(got.encode_ms + detect_ms, 3),
+        "total_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    return result
 
 
-def _embed_media(job: Job, ref: MediaRef, runner: ImageRunner, rt: Runtime, checkpoint: Checkpoint) -> Obtained:
-    """Fetch the image; reuse its embedding from either cache tier, else decode and encode it."""
-    data = rt.media.fetch(ref, job.tenant)
+def _image_embedding(runner: ImageRunner) -> Callable[[bytes], ImageEmbedding]:
+    device = runner.device
+    return lambda data: ImageEmbedding.from_bytes(data, device)
+
+
+def _obtain(
+    job: Job,
+    image: ImageRef,
+    kind: str,
+    encoder: Encoder[E],
+    load: Callable[[bytes], E],
+    rt: Runtime,
+    checkpoint: Checkpoint,
+) -> Obtained[E]:
+    """The image's embedding of ``kind`` (a model id): from either cache tier, else fetched, decoded, encoded."""
+    if isinstance(image, CachedImage):
+        key = keys.embedding(job.tenant, kind, encoder.image_size, image.image_id)
+        embedding, source = _cached_embedding(key, rt, load)
+        if embedding is None:
+            raise EmbeddingNotFoundError(
+                f"no cached embedding for image_id {image.image_id} and model {job.model}; "
+                "run an embed job with this model first"
+            )
+        return Obtained(embedding, image.image_id, source)
+    data = rt.media.fetch(image, job.tenant)
     image_id = hashlib.sha256(data).hexdigest()
-    key = keys.embedding(job.tenant, job.model, runner.image_size, image_id)
-    embedding, source = _cached_embedding(key, rt, runner.device)
+    key = keys.embedding(job.tenant, kind, encoder.image_size, image_id)
+    embedding, source = _cached_embedding(key, rt, load)
     if embedding is not None:
         return Obtained(embedding, image_id, source)
-    image = decode_image(data, rt.max_image_pixels)
+    decoded = decode_image(data, rt.max_image_pixels)
     checkpoint()
     started = time.perf_counter()
-    embedding = runner.encode(image)
+    embedding = encoder.encode(decoded)
     rt.embeddings.put(key, embedding)
     return Obtained(embedding, image_id, "miss", (time.perf_counter() - started) * 1000)
 
 
-def _cached_embedding(key: str, rt: Runtime, device: str) -> tuple[ImageEmbedding | None, str]:
-    embedding = rt.embeddings.get(key)
-    if embedding is not None:
-        return embedding, "memory"
+def _cached_embedding(key: str, rt: Runtime, load: Callable[[bytes], E]) -> tuple[E | None, str]:
+    found = rt.embeddings.get(key)
+    if found is not None:
+        return cast(E, found), "memory"  # keys carry the model kind, so the entry is of this kind
     try:
         data = rt.objects.get(key)
     except ObjectNotFoundError:
@@ -212,7 +295,7 @@ def _cached_embedding(key: str, rt: Runtime, device: str) -> tuple[ImageEmbeddin
         log.warning("shared embedding tier unreadable (%s); encoding instead", e)
         return None, "miss"
     try:
-        embedding = ImageEmbedding.from_bytes(data, device)
+        embedding = load(data)
     except ValueError as e:
         log.warning("shared embedding %s is unreadable (%s); encoding instead", key, e)
         return None, "miss"

@@ -17,6 +17,11 @@ MAX_PROMPTS_PER_JOB = 64
 MAX_POINTS_PER_PROMPT = 64
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 32
+MAX_CONCEPT_PROMPTS = 16
+MAX_EXEMPLAR_BOXES = 16
+MAX_PHRASE_CHARS = 200
+"""Generous for a noun phrase; SAM3's text encoder reads 32 tokens, and CLIP's BPE averages ~4 characters a token."""
+MAX_DETECTIONS = 1000
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
@@ -33,6 +38,8 @@ class ModelId(StrEnum):
     SAM2_1_SMALL = "sam2.1_hiera_small"
     SAM2_1_BASE_PLUS = "sam2.1_hiera_base_plus"
     SAM2_1_LARGE = "sam2.1_hiera_large"
+    SAM3 = "sam3"
+    """SAM3 (Meta, 840M): the tracker model for ``segment``/``embed``, the concept model for ``concept``."""
 
 
 class UrlImage(Spec):
@@ -183,6 +190,49 @@ class EmbedSpec(JobSpecBase):
     image: UrlImage | Base64Image | UploadImage | S3Image
 
 
+class ExemplarBox(Box):
+    """An example of the concept (``positive``) or of what it is not."""
+
+    positive: bool = True
+
+
+Phrase = Annotated[
+    str, Field(min_length=1, max_length=MAX_PHRASE_CHARS, pattern=r"\S", description="A short noun phrase.")
+]
+Threshold = Annotated[float, Field(ge=0, le=1)]
+
+
+class ConceptPrompt(Spec):
+    """Find every instance of ``text`` and/or of the exemplar ``boxes``; each instance is labelled ``text``."""
+
+    text: Phrase | None = None
+    boxes: Annotated[list[ExemplarBox], Field(default_factory=list, max_length=MAX_EXEMPLAR_BOXES)]
+    threshold: Threshold | None = None
+    """Overrides the job's ``threshold`` for this prompt."""
+
+    @model_validator(mode="after")
+    def _has_something(self) -> ConceptPrompt:
+        if self.text is None and not self.boxes:
+            raise ValueError("a concept prompt needs a text, exemplar boxes, or both")
+        return self
+
+
+class ConceptSpec(JobSpecBase):
+    """SAM3 open-vocabulary segmentation: every instance of each phrase (or exemplar), one image encode for all."""
+
+    type: Literal["concept"]
+    model: Literal[ModelId.SAM3] = ModelId.SAM3
+    image: ImageRef
+    prompts: Annotated[list[ConceptPrompt], Field(min_length=1, max_length=MAX_CONCEPT_PROMPTS)]
+    threshold: Threshold = 0.5
+    """Keep detections scoring at least this (per-prompt ``threshold`` overrides it)."""
+    max_detections: Annotated[int, Field(ge=1, le=MAX_DETECTIONS)] = 100
+    """Highest-scoring instances kept over the whole job, chosen before any mask is upsampled."""
+    nms_iou: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Drop an instance whose mask overlaps a better-scoring one (any prompt) by more than this IoU."""
+    output: Annotated[OutputOptions, Field(default_factory=OutputOptions)]
+
+
 def _deeper_than(value: Any, levels: int) -> bool:
     """Whether ``value`` nests more than ``levels`` objects/arrays deep (walks at most ``levels + 1`` of them)."""
     if isinstance(value, dict):
@@ -194,4 +244,4 @@ def _deeper_than(value: Any, levels: int) -> bool:
     return levels == 0 or any(_deeper_than(child, levels - 1) for child in children)
 
 
-JobSpec = Annotated[SegmentSpec | EmbedSpec, Field(discriminator="type")]
+JobSpec = Annotated[SegmentSpec | EmbedSpec | ConceptSpec, Field(discriminator="type")]

@@ -20,6 +20,10 @@ class Upload(BaseModel):
     sha256: str
     content_type: str
     created_at: datetime
+    width: int | None = None
+    height: int | None = None
+    """Read from the image header at upload time (None for anything that is not a readable image), so that prompts
+    outside the image are refused at submit."""
 
 
 class UploadStore:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.client import Client
-from api.embedded import free_port, samq_command, wait_for
+from api.embedded import ALL_QUEUES, free_port, samq_command, wait_for
 from storage import make_store
 from storage.base import ObjectStore
 from storage.settings import StorageSettings
@@ -21,7 +21,6 @@ from tasks.settings import QueueSettings
 from worker.celery_app import create_celery
 
 TEST_IMAGE_SIZE = 256
-ALL_QUEUES = ",".join(q.value for q in Queue)
 
 
 def model_env() -> dict[str, str]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tasks.errors import ModelUnavailableError, PromptOutOfBoundsError
+from tests.support.sam3_reference import reference_concept, reference_detect
 from worker.results import boxes_from_masks
 from worker.runners import sam3_concept
 from worker.runners.sam2_image import ImageEmbedding, VisualPrompt
@@ -23,7 +24,6 @@ from worker.runners.sam3_tracker import Sam3TrackerRunner
 from worker.settings import WorkerSettings
 
 from transformers import (  # isort: skip  (worker.runners.sam3 installs the torchvision shim first)
-    Sam3Model,
     Sam3Processor,
     Sam3TrackerModel,
     Sam3TrackerProcessor,
@@ -99,39 +99,6 @@ def full_result(concept: Sam3ConceptRunner, concept_embedding: Sam3Embedding) ->
 # --- concept: fidelity ---------------------------------------------------------------------------------------------
 
 
-def _reference_concept(seed: int) -> tuple[Any, Any]:
-    """transformers' own model and processor, built directly."""
-    torch.manual_seed(seed)
-    model = Sam3Model(shrunk_concept_config(SIZE)).eval()
-    return model, Sam3Processor(image_processor=image_processor(SIZE), tokenizer=clip_tokenizer())
-
-
-def _reference_detect(model: Any, processor: Any, prompts: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """The documented call per prompt (processor → model → post_process_instance_segmentation at threshold 0),
-    merged and ranked by score as the runner ranks (ties: prompt, then model order); boxes clipped to the image."""
-    scores, boxes, masks, index = [], [], [], []
-    for i, prompt in enumerate(prompts):
-        inputs = processor(images=IMAGE, return_tensors="pt", **prompt)
-        with torch.inference_mode():
-            outputs = model(**inputs)
-        result = processor.post_process_instance_segmentation(
-            outputs, threshold=0.0, mask_threshold=0.5, target_sizes=inputs["original_sizes"].tolist()
-        )[0]
-        scores.append(result["scores"].numpy())
-        boxes.append(result["boxes"].numpy())
-        masks.append(result["masks"].numpy().astype(bool))
-        index.append(np.full(len(result["scores"]), i, np.int64))
-    all_scores = np.concatenate(scores)
-    order = np.lexsort((np.arange(len(all_scores)), -all_scores))
-    clipped = np.clip(np.concatenate(boxes), 0, [WIDTH, HEIGHT, WIDTH, HEIGHT]).astype(np.float32)
-    return {
-        "scores": all_scores[order],
-        "boxes": clipped[order],
-        "masks": np.concatenate(masks)[order],
-        "prompt_index": np.concatenate(index)[order],
-    }
-
-
 def test_detect_equals_the_direct_transformers_call(
     concept: Sam3ConceptRunner, concept_embedding: Sam3Embedding
 ) -> None:
@@ -144,7 +111,7 @@ def test_detect_equals_the_direct_transformers_call(
         ConceptQuery("red car", boxes=[EXEMPLAR], box_labels=[True], threshold=0.0),
         ConceptQuery(None, boxes=[EXEMPLAR, (0.0, 0.0, 40.0, 30.0)], box_labels=[True, False], threshold=0.0),
     ]
-    reference = _reference_detect(*_reference_concept(0), prompts)
+    reference = reference_detect(*reference_concept(0, SIZE), IMAGE, prompts)
     result = concept.detect(concept_embedding, queries, max_detections=KEEP_ALL, nms_iou=None)
 
     assert len(result) == len(queries) * QUERIES_PER_PROMPT == len(reference["scores"])
@@ -520,7 +487,7 @@ def test_concept_runner_loads_a_checkpoint_folder(checkpoint: tuple[Path, Any], 
     assert _digest(loaded._model) == _digest(saved.detector_model)
 
     processor = Sam3Processor(image_processor=image_processor(SIZE), tokenizer=clip_tokenizer())
-    reference = _reference_detect(saved.detector_model, processor, [{"text": text} for text in PHRASES])
+    reference = reference_detect(saved.detector_model, processor, IMAGE, [{"text": text} for text in PHRASES])
     queries = [ConceptQuery(text, threshold=0.0) for text in PHRASES]
     result = loaded.detect(loaded.encode(IMAGE), queries, max_detections=KEEP_ALL, nms_iou=None)
     assert np.array_equal(result.masks, reference["masks"])
