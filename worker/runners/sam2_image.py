@@ -197,7 +197,7 @@ class Sam2ImageRunner:
             raise ValueError("at least one prompt is needed")
         height, width = embedding.orig_hw
         for index, prompt in enumerate(prompts):
-            self._check_prompt(index, prompt, height, width)
+            check_prompt(index, prompt, height, width, self.low_res_size)
         masks: list[npt.NDArray[np.bool_]] = []
         scores: list[npt.NDArray[np.float32]] = []
         logits: list[npt.NDArray[np.float32]] = []
@@ -258,20 +258,22 @@ class Sam2ImageRunner:
         self._predictor._is_image_set = True
         self._predictor._is_batch = False
 
-    def _check_prompt(self, index: int, prompt: VisualPrompt, height: int, width: int) -> None:
-        if prompt.point_coords is None and prompt.box is None and prompt.mask_input is None:
-            raise ValueError(f"prompt {index} has no points, box or mask_input")
-        if (prompt.point_coords is None) != (prompt.point_labels is None):
-            raise ValueError(f"prompt {index}: point_coords and point_labels go together")
-        if prompt.point_coords is not None and prompt.point_labels is not None:
-            _check_points(index, prompt.point_coords, prompt.point_labels, height, width)
-        if prompt.box is not None:
-            _check_box(index, prompt.box, height, width)
-        if prompt.mask_input is not None and prompt.mask_input.shape != (1, self.low_res_size, self.low_res_size):
-            side = self.low_res_size
-            raise ValueError(
-                f"prompt {index}: mask_input must be (1, {side}, {side}) for this model, got {prompt.mask_input.shape}"
-            )
+
+def check_prompt(index: int, prompt: VisualPrompt, height: int, width: int, low_res_size: int) -> None:
+    """A prompt's shape and bounds (shared by the SAM2 and SAM3 tracker runners)."""
+    if prompt.point_coords is None and prompt.box is None and prompt.mask_input is None:
+        raise ValueError(f"prompt {index} has no points, box or mask_input")
+    if (prompt.point_coords is None) != (prompt.point_labels is None):
+        raise ValueError(f"prompt {index}: point_coords and point_labels go together")
+    if prompt.point_coords is not None and prompt.point_labels is not None:
+        _check_points(index, prompt.point_coords, prompt.point_labels, height, width)
+    if prompt.box is not None:
+        check_box(index, prompt.box, height, width)
+    if prompt.mask_input is not None and prompt.mask_input.shape != (1, low_res_size, low_res_size):
+        side = low_res_size
+        raise ValueError(
+            f"prompt {index}: mask_input must be (1, {side}, {side}) for this model, got {prompt.mask_input.shape}"
+        )
 
 
 def _check_points(
@@ -290,7 +292,7 @@ def _check_points(
             )
 
 
-def _check_box(index: int, box: npt.NDArray[np.float32], height: int, width: int) -> None:
+def check_box(index: int, box: npt.NDArray[np.float32], height: int, width: int) -> None:
     if box.shape != (4,):
         raise ValueError(f"prompt {index}: box must be (4,) XYXY, got {box.shape}")
     x0, y0, x1, y1 = box.tolist()

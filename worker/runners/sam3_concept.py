@@ -43,7 +43,7 @@ import torch
 
 from worker import torchvision_compat
 from worker.results import _expect
-from worker.runners.sam2_image import _check_box
+from worker.runners.sam2_image import check_box
 from worker.runners.sam3 import (
     DEFAULT_RANDOM_IMAGE_SIZE,
     PATCH_SIZE,
@@ -244,7 +244,7 @@ class Sam3ConceptRunner:
         height, width = embedding.orig_hw
         for index, query in enumerate(queries):
             for box in query.boxes:
-                _check_box(index, np.asarray(box, dtype=np.float32), height, width)
+                check_box(index, np.asarray(box, dtype=np.float32), height, width)
         vision = self._vision(embedding)
 
         def head(index: int) -> _Head:

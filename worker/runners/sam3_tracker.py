@@ -25,7 +25,7 @@ import torch
 
 from worker import torchvision_compat
 from worker.results import InstanceMasks, boxes_from_masks
-from worker.runners.sam2_image import ImageEmbedding, Sam2Features, VisualPrompt, _check_box, _check_points
+from worker.runners.sam2_image import ImageEmbedding, Sam2Features, VisualPrompt, check_prompt
 from worker.runners.sam3 import (
     DEFAULT_RANDOM_IMAGE_SIZE,
     build_random,
@@ -103,7 +103,7 @@ class Sam3TrackerRunner:
             raise ValueError("at least one prompt is needed")
         height, width = embedding.orig_hw
         for index, prompt in enumerate(prompts):
-            self._check_prompt(index, prompt, height, width)
+            check_prompt(index, prompt, height, width, self.low_res_size)
         maps = self._restore(embedding)
         masks: list[npt.NDArray[np.bool_]] = []
         scores: list[npt.NDArray[np.float32]] = []
@@ -156,18 +156,3 @@ class Sam3TrackerRunner:
                 f"expects {self._feature_sizes}): it was computed by another model or size"
             )
         return [t.to(self.device) for t in maps]
-
-    def _check_prompt(self, index: int, prompt: VisualPrompt, height: int, width: int) -> None:
-        if prompt.point_coords is None and prompt.box is None and prompt.mask_input is None:
-            raise ValueError(f"prompt {index} has no points, box or mask_input")
-        if (prompt.point_coords is None) != (prompt.point_labels is None):
-            raise ValueError(f"prompt {index}: point_coords and point_labels go together")
-        if prompt.point_coords is not None and prompt.point_labels is not None:
-            _check_points(index, prompt.point_coords, prompt.point_labels, height, width)
-        if prompt.box is not None:
-            _check_box(index, prompt.box, height, width)
-        if prompt.mask_input is not None and prompt.mask_input.shape != (1, self.low_res_size, self.low_res_size):
-            side = self.low_res_size
-            raise ValueError(
-                f"prompt {index}: mask_input must be (1, {side}, {side}) for this model, got {prompt.mask_input.shape}"
-            )
