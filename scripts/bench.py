@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""samq latency benchmark: our overhead on a cache-hit segment job, and what the embedding cache saves.
+"""samq latency benchmark: our overhead on a cache-hit segment job, what the embedding cache saves, and SAM3 concepts.
 
 Starts a private stack in a temporary directory (redis-server, ``samq api``, one ``samq worker --queues
 interactive``), on the production code path, then measures the issue's two acceptance criteria:
@@ -12,11 +12,36 @@ interactive``), on the production code path, then measures the issue's two accep
 (b) the worker time (``summary.timings.total_ms``) of a second segment job on the same image, over the first's (which
     runs the image encoder). Target: ≤ 0.10.
 
-Weights: the real SAM2.1 architecture is built with seeded random weights (``SAMQ_RANDOM_WEIGHTS=1``) because no
-checkpoint can be downloaded here; speed is the architecture's, masks are meaningless.
+Then the SAM3 concept section, on its own ``samq worker --queues sam3`` (started after the segment section, with
+``SAMQ_IMAGE_SIZE`` = ``--image-size``; SAM3 rounds it down to a multiple of 14):
 
-    .venv/bin/python scripts/bench.py                          # hiera_tiny at 1024, 50 repeats
+- timings: for each phrase count of ``--concept-phrases`` (default 1 and 3), ``--concept-repeats`` fresh images, each
+  with a first concept job (the image is encoded: ``embedding`` "miss") and a second, identical one (the in-process
+  embedding cache: "memory"). Rows: encode time, detect time per phrase (``detect_ms`` / phrases), first and second
+  job worker time (``total_ms``) and end-to-end time; medians.
+- memory: peak RSS of the worker's pool process (the child of ``samq worker`` that runs the jobs) during one concept
+  job on a synthetic ``--memory-image`` (default 4000×3000) with ``--memory-phrases`` phrases (default 8: more
+  candidates than 100), threshold 0, ``max_detections`` 100 and then 5, each in a FRESH worker warmed with one small
+  job; the peak is the pool process's VmHWM, reset (``/proc/<pid>/clear_refs``) after the warm-up, and RSS sampled
+  every 5 ms. Target: the two peaks within 0.5 GB (1 GB = 10⁹ bytes here).
+- GPU: the released SAM3 (bf16 autocast) time per image, against Meta's 30 ms on an H200, measured only when the
+  machine has a CUDA device AND the released weights are in ``SAMQ_WORKER_MODELS_DIR``/sam3 (nothing is downloaded);
+  otherwise a line says why it was not measured.
+
+Weights: the real SAM2.1 architecture, and a shrunk SAM3 (a few layers of 32–64 channels), are built with seeded
+random weights (``SAMQ_RANDOM_WEIGHTS=1``) because no checkpoint can be downloaded here; speed is the
+architecture's, masks are meaningless.
+
+    .venv/bin/python scripts/bench.py                          # hiera_tiny at 1024, 50 repeats; then SAM3 concept
     .venv/bin/python scripts/bench.py --image-size 256 --repeats 20 --json bench.json
+    .venv/bin/python scripts/bench.py --only segment           # (a) and (b) only
+    .venv/bin/python scripts/bench.py --only concept --concept-repeats 5 --concept-phrases 1,3
+    .venv/bin/python scripts/bench.py --only concept --no-memory   # concept timings without the 4000×3000 jobs
+
+Flags: ``--only {segment,concept}`` (default: both sections), ``--concept-repeats N`` (default 5),
+``--concept-phrases N,M`` (default 1,3; at most 8), ``--memory-image WxH`` (default 4000x3000),
+``--memory-phrases N`` (default 8), ``--no-memory``; ``--image-size``, ``--model`` (SAM2 only), ``--repeats``
+(segment section), ``--json PATH`` (the concept numbers under ``"concept"``), ``--keep``.
 
 Exit status 0 whenever measurements were taken, whether or not the targets are met (the table says PASS/FAIL).
 """
@@ -64,6 +89,17 @@ WAIT_SECONDS = 30
 OVERHEAD_TARGET_MS = 25.0
 OVERHEAD_RATIO_TARGET = 1.5
 SECOND_OVER_FIRST_TARGET = 0.10
+SECTIONS = ("segment", "concept")
+PHRASES = ("red car", "person", "dog", "traffic light", "bicycle", "tree", "window", "building")
+"""Concept prompts, in this order: the timed jobs take the first N, the memory test's the first --memory-phrases."""
+CONCEPT_THRESHOLD = 0.5  # the API default, for the timed jobs
+MEMORY_W, MEMORY_H = 4000, 3000
+MEMORY_MAX_DETECTIONS = (100, 5)
+MEMORY_TARGET_BYTES = 0.5e9  # the issue's "within 0.5 GB"
+RSS_SAMPLE_SECONDS = 0.005
+CONCEPT_JOB_TIMEOUT = 900.0
+META_H200_MS = 30.0  # Meta's SAM3 release: 30 ms per image (100+ detected objects) on an H200
+GB = 1e9
 
 
 # ---- the stack ----------------------------------------------------------------------------------------------------
@@ -74,8 +110,10 @@ class BenchError(RuntimeError):
 
 
 class Stack:
-    """redis-server + ``samq api`` + one ``samq worker --queues interactive``, each child in its own session so that
-    Ctrl-C reaches only this script, which then stops them (SIGTERM to each group, SIGKILL after a grace period)."""
+    """redis-server + ``samq api`` + ``samq worker`` processes, each child in its own session so that Ctrl-C reaches
+    only this script, which then stops them (SIGTERM to each group, SIGKILL after a grace period). The segment
+    section's worker (``--queues interactive``) starts with the stack; the concept section starts (and restarts) its
+    own ``--queues sam3`` workers with :meth:`worker`."""
 
     def __init__(self, workdir: Path, image_size: int) -> None:
         self.workdir = workdir
@@ -85,15 +123,16 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.api_url = ""
         self.redis_url = ""
+        self.env: dict[str, str] = {}
 
     @contextmanager
-    def running(self) -> Iterator[Stack]:
+    def running(self, interactive: bool = True) -> Iterator[Stack]:
         with ExitStack() as stack:
             self.redis_url = stack.enter_context(redis_server(self.workdir / "redis", appendonly=False))
             stack.callback(self.stop)
             port = free_port()
             self.api_url = f"http://127.0.0.1:{port}"
-            env = {
+            self.env = {
                 "SAMQ_REDIS_URL": self.redis_url,
                 "SAMQ_STORAGE_BACKEND": "local",
                 "SAMQ_STORAGE_DIR": str((self.workdir / "objects").resolve()),
@@ -102,24 +141,47 @@ class Stack:
                 "SAMQ_WORKER_DEVICE": "auto",
                 "PYTHONUNBUFFERED": "1",
             }
+            env = dict(self.env)
             if self.image_size != DEFAULT_IMAGE_SIZE:
                 env["SAMQ_IMAGE_SIZE"] = str(self.image_size)
             api = self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(port)], env)
-            worker = self._spawn("worker", ["worker", "--queues", Queue.INTERACTIVE.value], env)
+            worker = (
+                self._spawn("worker", ["worker", "--queues", Queue.INTERACTIVE.value], env) if interactive else None
+            )
             wait_for(lambda: urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2).close(), api, "the API", 60)
-            app = self.celery()
-            wait_for(lambda: ping(app, Queue.INTERACTIVE, timeout=5), worker, "the worker", 120)
+            if worker is not None:
+                app = self.celery()
+                wait_for(lambda: ping(app, Queue.INTERACTIVE, timeout=5), worker, "the worker", 120)
             yield self
+
+    @contextmanager
+    def worker(self, name: str, queue: Queue, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+        """One more ``samq worker --queues <queue>`` (the stack's env updated with ``env``; a value of ``""``
+        removes that variable), ready when it answers a ping; stopped on exit."""
+        merged = {**self.env, **env}
+        removed = [key for key, value in merged.items() if value == ""]
+        process = self._spawn(name, ["worker", "--queues", queue.value], merged, removed)
+        try:
+            app = self.celery()
+            wait_for(lambda: ping(app, queue, timeout=5), process, f"the {name} worker", 180)
+            yield process
+        finally:
+            self._stop_one(name)
 
     def celery(self) -> Any:
         return create_celery(QueueSettings(redis_url=self.redis_url))
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str], removed: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
+        full_env = {**os.environ, **env}
+        for key in removed or []:
+            full_env.pop(key, None)
         process = subprocess.Popen(
             samq_command(*args),
             cwd=REPO,
-            env={**os.environ, **env},
+            env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -127,6 +189,18 @@ class Stack:
         log.close()
         self.processes[name] = process
         return process
+
+    def _stop_one(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None:
+            return
+        if process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -293,14 +367,18 @@ def hardware() -> dict[str, Any]:
     }
 
 
-def print_header(args: argparse.Namespace, hw: dict[str, Any], upload_bytes: int) -> None:
+def hardware_line(hw: dict[str, Any]) -> str:
     device = hw["cuda_device"] or "none (CPU)"
-    print("# samq benchmark")
-    print()
-    print(
+    return (
         f"- hardware: {hw['cpu']}, {hw['cpus_usable']}/{hw['cpu_count']} CPUs usable; torch {hw['torch']} with "
         f"{hw['torch_threads']} threads (default; SAMQ_WORKER_TORCH_THREADS unset); CUDA device: {device}"
     )
+
+
+def print_header(args: argparse.Namespace, hw: dict[str, Any], upload_bytes: int) -> None:
+    print("# samq benchmark")
+    print()
+    print(hardware_line(hw))
     print(
         f"- settings: model {args.model}, image size {args.image_size}, repeats {args.repeats}, "
         f"worker device auto → {'cuda' if hw['cuda_device'] else 'cpu'}, one worker (prefork, concurrency 1), "
@@ -328,9 +406,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=50, help="timed jobs and bare pings in (a) (default 50)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw numbers here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, objects)")
+    parser.add_argument(
+        "--only", choices=SECTIONS, default=None, help="run one section: segment ((a) and (b)) or concept (SAM3)"
+    )
+    parser.add_argument(
+        "--concept-repeats", type=int, default=5, help="fresh images per phrase count in the concept timings"
+    )
+    parser.add_argument(
+        "--concept-phrases",
+        default="1,3",
+        metavar="N,M",
+        help=f"phrase counts of the timed concept jobs (default 1,3; at most {len(PHRASES)})",
+    )
+    parser.add_argument(
+        "--memory-image",
+        default=f"{MEMORY_W}x{MEMORY_H}",
+        metavar="WxH",
+        help=f"synthetic image of the concept memory test (default {MEMORY_W}x{MEMORY_H})",
+    )
+    parser.add_argument("--memory-phrases", type=int, default=8, help="phrases of the memory test's jobs (default 8)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the concept memory test")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    if args.repeats < 1 or args.concept_repeats < 1:
+        parser.error("--repeats and --concept-repeats must be at least 1")
+    try:
+        args.concept_phrases = [int(v) for v in args.concept_phrases.split(",")]
+        args.memory_image = tuple(int(v) for v in args.memory_image.lower().split("x"))
+    except ValueError:
+        parser.error("--concept-phrases takes comma-separated counts, --memory-image WIDTHxHEIGHT")
+    if not all(1 <= n <= len(PHRASES) for n in args.concept_phrases):
+        parser.error(f"--concept-phrases: each count within 1..{len(PHRASES)}")
+    if len(args.memory_image) != 2 or min(args.memory_image) < 1:
+        parser.error("--memory-image takes WIDTHxHEIGHT")
+    if not 1 <= args.memory_phrases <= len(PHRASES):
+        parser.error(f"--memory-phrases must be within 1..{len(PHRASES)}")
+    sections = [args.only] if args.only else list(SECTIONS)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -339,8 +449,26 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="samq-bench-"))
     stack = Stack(workdir, args.image_size)
     try:
-        with stack.running():
-            return measure(args, stack)
+        with stack.running(interactive="segment" in sections):
+            hw = hardware()
+            raw: dict[str, Any] = {}
+            if "segment" in sections:
+                raw.update(measure(args, stack, hw))
+            else:
+                print("# samq benchmark")
+                print()
+                print(hardware_line(hw))
+                print(f"- python {hw['python']}; load average (1/5/15 min) at start: {_load()}")
+                print(flush=True)
+                raw["hardware"] = hw
+            if "concept" in sections:
+                if "segment" in sections:
+                    print()
+                raw["concept"] = measure_concept(args, stack, hw)
+            if args.json is not None:
+                args.json.write_text(json.dumps(raw, indent=2))
+                print(f"raw numbers: {args.json}")
+            return 0
     except KeyboardInterrupt:
         print("\ninterrupted; the stack was stopped", file=sys.stderr)
         return 130
@@ -355,11 +483,10 @@ def main(argv: list[str] | None = None) -> int:
             _remove_tree(workdir)
 
 
-def measure(args: argparse.Namespace, stack: Stack) -> int:
+def measure(args: argparse.Namespace, stack: Stack, hw: dict[str, Any]) -> dict[str, Any]:
     client = Client(stack.api_url, timeout=WAIT_SECONDS + 10)
     app = stack.celery()
     warm_image = synthetic_jpeg(seed=0)
-    hw = hardware()
     print_header(args, hw, len(warm_image))
 
     # Warm-up: load the model and cache this image's embedding in the worker; warm the client's Celery connections.
@@ -482,36 +609,432 @@ def measure(args: argparse.Namespace, stack: Stack) -> int:
     if not a_ok or cache_ratio > SECOND_OVER_FIRST_TARGET:
         print("Some targets were missed (FAIL above); the numbers are a measurement, the exit status stays 0.")
 
-    if args.json is not None:
-        raw = {
-            "settings": {
-                "model": args.model,
-                "image_size": args.image_size,
-                "repeats": args.repeats,
-                "random_weights": True,
-                "image": {"width": IMAGE_W, "height": IMAGE_H, "bytes": len(warm_image)},
-            },
-            "hardware": hw,
-            "load_at_end": _load(),
-            "warmup": first.raw(),
-            "a": {"jobs": [t.raw() for t in hits], "ping_ms": pings, "healthz_ms": healthz},
-            "b": {"first": [t.raw() for t in firsts], "second": [t.raw() for t in seconds]},
-            "summary": {
-                "overhead_p50_ms": over_p50,
-                "overhead_p90_ms": pct(overhead, 90),
-                "ping_p50_ms": ping_p50,
-                "ping_p90_ms": pct(pings, 90),
-                "overhead_over_ping": ratio,
-                "first_total_ms_median": first_med,
-                "second_total_ms_median": second_med,
-                "second_over_first": cache_ratio,
-                "a_pass": a_ok,
-                "b_pass": cache_ratio <= SECOND_OVER_FIRST_TARGET,
-            },
+    return {
+        "settings": {
+            "model": args.model,
+            "image_size": args.image_size,
+            "repeats": args.repeats,
+            "random_weights": True,
+            "image": {"width": IMAGE_W, "height": IMAGE_H, "bytes": len(warm_image)},
+        },
+        "hardware": hw,
+        "load_at_end": _load(),
+        "warmup": first.raw(),
+        "a": {"jobs": [t.raw() for t in hits], "ping_ms": pings, "healthz_ms": healthz},
+        "b": {"first": [t.raw() for t in firsts], "second": [t.raw() for t in seconds]},
+        "summary": {
+            "overhead_p50_ms": over_p50,
+            "overhead_p90_ms": pct(overhead, 90),
+            "ping_p50_ms": ping_p50,
+            "ping_p90_ms": pct(pings, 90),
+            "overhead_over_ping": ratio,
+            "first_total_ms_median": first_med,
+            "second_total_ms_median": second_med,
+            "second_over_first": cache_ratio,
+            "a_pass": a_ok,
+            "b_pass": cache_ratio <= SECOND_OVER_FIRST_TARGET,
+        },
+    }
+
+
+# ---- SAM3 concept section ------------------------------------------------------------------------------------------
+
+
+def concept_job(
+    upload_id: str, phrases: list[str], threshold: float = CONCEPT_THRESHOLD, max_detections: int = 100
+) -> dict[str, Any]:
+    return {
+        "type": "concept",
+        "model": "sam3",
+        "image": {"upload": upload_id},
+        "prompts": [{"text": phrase} for phrase in phrases],
+        "threshold": threshold,
+        "max_detections": max_detections,
+    }
+
+
+class ConceptTimed:
+    """One concept job: the client's end-to-end time and the worker's ``summary`` (timings, instances kept)."""
+
+    def __init__(self, job: dict[str, Any], e2e_ms: float, phrases: int) -> None:
+        self.job = job
+        self.e2e_ms = e2e_ms
+        self.phrases = phrases
+        summary = job["result"]["summary"]
+        timings = summary["timings"]
+        self.embedding: str = summary["embedding"]
+        self.encode_ms = float(timings["encode_ms"])
+        self.detect_ms = float(timings["detect_ms"])
+        self.model_ms = float(timings["model_ms"])
+        self.total_ms = float(timings["total_ms"])
+        self.instances = int(summary["instances"])
+        self.per_prompt: list[int] = list(summary["instances_per_prompt"])
+
+    @property
+    def per_phrase_ms(self) -> float:
+        return self.detect_ms / self.phrases
+
+    def raw(self) -> dict[str, Any]:
+        return {
+            "id": self.job["id"],
+            "embedding": self.embedding,
+            "phrases": self.phrases,
+            "e2e_ms": self.e2e_ms,
+            "encode_ms": self.encode_ms,
+            "detect_ms": self.detect_ms,
+            "model_ms": self.model_ms,
+            "total_ms": self.total_ms,
+            "instances": self.instances,
+            "instances_per_prompt": self.per_prompt,
         }
-        args.json.write_text(json.dumps(raw, indent=2))
-        print(f"raw numbers: {args.json}")
-    return 0
+
+
+def run_concept(client: Client, spec: dict[str, Any], expect: str | None) -> ConceptTimed:
+    """Submit with ``Prefer: wait``; a job still running when the wait ends is polled (its e2e time is then coarse)."""
+    started = time.perf_counter()
+    job = client.submit(spec, wait=WAIT_SECONDS)
+    if job["status"] not in ("succeeded", "failed", "canceled"):
+        job = client.wait(job["id"], timeout=CONCEPT_JOB_TIMEOUT, interval=0.05)
+        job = client.job(job["id"])
+    e2e_ms = (time.perf_counter() - started) * 1000
+    if job["status"] != "succeeded":
+        raise BenchError(f"job {job['id']} ended {job['status']} (error: {job.get('error')}); not a finished job")
+    timed = ConceptTimed(job, e2e_ms, len(spec["prompts"]))
+    if expect is not None and timed.embedding != expect:
+        raise BenchError(f"job {job['id']}: expected embedding {expect!r}, got {timed.embedding!r}")
+    return timed
+
+
+def pool_child(worker: subprocess.Popen[bytes]) -> Any:
+    """The prefork pool's one child of a ``samq worker`` (concurrency 1): the process that runs the jobs."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    children = psutil.Process(worker.pid).children()
+    if len(children) != 1:
+        raise BenchError(f"expected one pool process under the worker {worker.pid}, found {[c.pid for c in children]}")
+    return children[0]
+
+
+def proc_status_bytes(pid: int, field: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"/proc/{pid}/status has no {field}")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the process's VmHWM to its current RSS (``echo 5 > /proc/<pid>/clear_refs``, Linux ≥ 4.0)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return proc_status_bytes(pid, "VmHWM") <= proc_status_bytes(pid, "VmRSS") + 8 * 1024 * 1024
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval`` seconds in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, process: Any, interval: float = RSS_SAMPLE_SECONDS) -> None:
+        import threading
+
+        self.process = process
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil  # type: ignore[import-untyped, unused-ignore]
+
+        while True:
+            try:
+                rss = int(self.process.memory_info().rss)
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, rss)
+            self.samples += 1
+            if self._stop.wait(self.interval):
+                return
+
+
+def gb(value: float) -> str:
+    return f"{value / GB:.3f} GB"
+
+
+def measure_concept(args: argparse.Namespace, stack: Stack, hw: dict[str, Any]) -> dict[str, Any]:
+    from worker.runners.sam3 import PATCH_SIZE, shrunk_concept_config
+
+    client = Client(stack.api_url, timeout=WAIT_SECONDS + 10)
+    size = args.image_size - args.image_size % PATCH_SIZE
+    num_queries = int(getattr(shrunk_concept_config(size).detr_decoder_config, "num_queries", 0))
+    mem_w, mem_h = args.memory_image
+    mem_phrases = list(PHRASES[: args.memory_phrases])
+    print("## SAM3 concept")
+    print()
+    print(
+        f"- settings: model sam3, SHRUNK architecture with RANDOM weights (SAMQ_RANDOM_WEIGHTS=1: every part a few "
+        f"layers of 32–64 channels, {num_queries} queries per phrase), input {size} px (SAMQ_IMAGE_SIZE="
+        f"{args.image_size}, rounded down to a multiple of {PATCH_SIZE}); one worker --queues sam3 (prefork, "
+        f"concurrency 1), device auto → {'cuda' if hw['cuda_device'] else 'cpu'}"
+    )
+    print(
+        f"- timed jobs: {args.concept_repeats} fresh synthetic {IMAGE_W}×{IMAGE_H} JPEGs per phrase count "
+        f"{args.concept_phrases}, phrases from {list(PHRASES)} in order, threshold {CONCEPT_THRESHOLD}, "
+        "max_detections 100; each image gets a first job (encode: miss) then a second, identical one (memory hit)"
+    )
+    print(f"- load average (1/5/15 min) at start: {_load()}")
+    print(flush=True)
+    raw: dict[str, Any] = {
+        "settings": {
+            "image_size": args.image_size,
+            "sam3_input_size": size,
+            "num_queries": num_queries,
+            "random_weights": True,
+            "repeats": args.concept_repeats,
+            "phrase_counts": args.concept_phrases,
+            "threshold": CONCEPT_THRESHOLD,
+        }
+    }
+
+    # Timings: one sam3 worker; a warm-up job loads the model, then fresh images, two jobs each.
+    firsts: dict[int, list[ConceptTimed]] = {}
+    seconds: dict[int, list[ConceptTimed]] = {}
+    with stack.worker("sam3", Queue.SAM3, {"SAMQ_IMAGE_SIZE": str(args.image_size)}):
+        upload = client.upload(synthetic_jpeg(seed=1000), "image/jpeg")["id"]
+        t0 = time.perf_counter()
+        warm = run_concept(client, concept_job(upload, [PHRASES[0]]), expect="miss")
+        run_concept(client, concept_job(upload, [PHRASES[0]]), expect="memory")
+        print(
+            f"concept warm-up: model load + encode + detect {ms((time.perf_counter() - t0) * 1000)} "
+            f"(worker {ms(warm.total_ms)})",
+            flush=True,
+        )
+        seed = 1001
+        for repeat in range(args.concept_repeats):
+            for count in args.concept_phrases:
+                phrases = list(PHRASES[:count])
+                fresh = client.upload(synthetic_jpeg(seed), "image/jpeg")["id"]
+                seed += 1
+                firsts.setdefault(count, []).append(run_concept(client, concept_job(fresh, phrases), expect="miss"))
+                seconds.setdefault(count, []).append(run_concept(client, concept_job(fresh, phrases), expect="memory"))
+            print(f"concept timings: round {repeat + 1}/{args.concept_repeats}", flush=True)
+    raw["timings"] = {
+        str(count): {"first": [t.raw() for t in firsts[count]], "second": [t.raw() for t in seconds[count]]}
+        for count in args.concept_phrases
+    }
+
+    memory: dict[int, dict[str, Any]] = {}
+    if not args.no_memory:
+        big = synthetic_jpeg(seed=2000, width=mem_w, height=mem_h)
+        big_upload = client.upload(big, "image/jpeg")["id"]
+        small_upload = client.upload(synthetic_jpeg(seed=2001), "image/jpeg")["id"]
+        for max_detections in MEMORY_MAX_DETECTIONS:
+            memory[max_detections] = memory_run(
+                client, stack, args, big_upload, small_upload, mem_phrases, max_detections, num_queries
+            )
+        raw["memory"] = {
+            "image": {"width": mem_w, "height": mem_h, "bytes": len(big)},
+            "phrases": mem_phrases,
+            "threshold": 0.0,
+            "runs": {str(k): v for k, v in memory.items()},
+        }
+
+    gpu = gpu_row(client, stack, hw, args.concept_repeats)
+    raw["gpu"] = gpu
+    print()
+
+    # ---- the table ----
+    print("## Concept results")
+    print()
+    print("| metric | value | target | pass/fail |")
+    print("|---|---|---|---|")
+    n = args.concept_repeats
+    encodes = [t.encode_ms for count in args.concept_phrases for t in firsts[count]]
+    print(
+        f"| concept: image encode (first job on an image, miss) | {ms(statistics.median(encodes))} "
+        f"(median of {len(encodes)}) | | |"
+    )
+    for count in args.concept_phrases:
+        first, second = firsts[count], seconds[count]
+        label = f"concept, {count} phrase{'s' if count > 1 else ''}"
+        kept = "/".join(str(k) for k in sorted({t.instances for t in first + second}))
+        per_phrase = statistics.median(t.per_phrase_ms for t in first)
+        detect = statistics.median(t.detect_ms for t in first)
+        print(
+            f"| {label}: detect per phrase (detect_ms / {count}) | {ms(per_phrase)} (median of {n}; detect_ms "
+            f"{ms(detect)}; instances kept: {kept}) | | |"
+        )
+        first_total = statistics.median(t.total_ms for t in first)
+        second_total = statistics.median(t.total_ms for t in second)
+        print(
+            f"| {label}: first job (miss), worker / e2e | {ms(first_total)} / "
+            f"{ms(statistics.median(t.e2e_ms for t in first))} (median of {n}) | | |"
+        )
+        print(
+            f"| {label}: second job, same image (memory hit), worker / e2e | {ms(second_total)} / "
+            f"{ms(statistics.median(t.e2e_ms for t in second))} (median of {n}; detect "
+            f"{ms(statistics.median(t.detect_ms for t in second))}) | | |"
+        )
+        print(f"| {label}: second / first (worker time) | {second_total / first_total:.3f} | | |")
+    if memory:
+        for max_detections, run in memory.items():
+            print(
+                f"| concept memory: {mem_w}×{mem_h}, {len(mem_phrases)} phrases, threshold 0, "
+                f"max_detections={max_detections}: peak worker RSS | {gb(run['peak_bytes'])} "
+                f"({run['instances']} instances kept of {run['candidates']} candidates; job {ms(run['total_ms'])}) "
+                "| | |"
+            )
+        diff = memory[100]["peak_bytes"] - memory[5]["peak_bytes"]
+        ok = diff <= MEMORY_TARGET_BYTES
+        raw["memory"]["difference_bytes"] = diff
+        raw["memory"]["pass"] = ok
+        print(
+            f"| concept memory: peak RSS, max_detections=100 − max_detections=5 | {gb(diff)} "
+            f"| ≤ {gb(MEMORY_TARGET_BYTES)} | {verdict(ok)} |"
+        )
+    if gpu["measured"]:
+        ok = gpu["per_image_ms"] <= META_H200_MS
+        print(
+            f"| concept GPU: full-size SAM3, bf16 autocast, model time per image (encode + 1 phrase) "
+            f"| {ms(gpu['per_image_ms'])} (median of {gpu['repeats']}; {gpu['device']}) "
+            f"| ≤ {META_H200_MS:.0f} ms (Meta, H200) | {verdict(ok)} |"
+        )
+    else:
+        print(
+            "| concept GPU: full-size SAM3, bf16, time per image | not measured (see below) "
+            f"| ≤ {META_H200_MS:.0f} ms (Meta, H200) | n/a |"
+        )
+    print()
+    if memory:
+        runs = memory.values()
+        print(
+            "Memory: peak RSS of the worker's pool process during the big job, in a fresh worker per setting (warmed "
+            "with one small concept job); peak = the larger of its VmHWM (reset after the warm-up) and its RSS "
+            f"sampled every {RSS_SAMPLE_SECONDS * 1000:.0f} ms: "
+            + "; ".join(
+                f"max_detections={k}: VmHWM {gb(r['hwm_bytes'])}"
+                f"{'' if r['hwm_reset'] else ' (NOT reset: includes the warm-up)'}, sampled max "
+                f"{gb(r['sampled_peak_bytes'])} ({r['samples']} samples), RSS before the job "
+                f"{gb(r['rss_before_bytes'])}"
+                for k, r in memory.items()
+            )
+            + f". The job's own output alone, N full-size boolean masks, is N × {mem_w} × {mem_h} B: "
+            + ", ".join(f"{gb(r['instances'] * mem_w * mem_h)} for {r['instances']}" for r in runs)
+            + "."
+        )
+    if not gpu["measured"]:
+        print(f"GPU row not measured: {gpu['reason']}.")
+    print(
+        f"Load average (1/5/15 min) at the end: {_load()}. Random weights: speed is the shrunk architecture's, not "
+        "the released model's; with threshold 0.5 the random heads keep few or no instances, so the per-phrase time "
+        "holds little mask upsampling."
+    )
+    print(flush=True)
+    return raw
+
+
+def gpu_row(client: Client, stack: Stack, hw: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """The released SAM3 on the GPU (bf16 autocast, as the worker runs it there): model time per image, when a GPU
+    AND the released weights (a checkpoint folder; the hub repository is gated, nothing is downloaded) are here."""
+    from worker.settings import WorkerSettings
+    from worker.weights import local_pretrained_dir
+
+    folder = local_pretrained_dir("sam3", WorkerSettings(random_weights=False))
+    folder = folder if folder.is_absolute() else REPO / folder
+    has_weights = (folder / "config.json").is_file()
+    weights_note = (
+        f"the released weights are in {folder}"
+        if has_weights
+        else f"the released weights (facebook/sam3, gated) are not here either: no checkpoint folder {folder} "
+        "(SAMQ_WORKER_MODELS_DIR), and none can be downloaded on this machine"
+    )
+    if not hw["cuda_device"]:
+        return {"measured": False, "reason": f"no CUDA device (torch.cuda.is_available() is false); {weights_note}"}
+    if not has_weights:
+        return {
+            "measured": False,
+            "reason": f"a CUDA device ({hw['cuda_device']}) is here but {weights_note}; random weights would time "
+            "the shrunk model, not the released one",
+        }
+    env = {"SAMQ_RANDOM_WEIGHTS": "", "SAMQ_IMAGE_SIZE": "", "SAMQ_WORKER_DEVICE": "cuda"}
+    env["SAMQ_WORKER_ALLOW_DOWNLOAD"] = "false"
+    firsts: list[ConceptTimed] = []
+    with stack.worker("sam3-gpu", Queue.SAM3, env):
+        upload = client.upload(synthetic_jpeg(seed=3000), "image/jpeg")["id"]
+        run_concept(client, concept_job(upload, [PHRASES[0]]), expect="miss")  # model load, CUDA warm-up
+        for seed in range(3001, 3004):  # more warm-up: cuDNN/cuBLAS autotuning on fresh inputs
+            run_concept(
+                client, concept_job(client.upload(synthetic_jpeg(seed), "image/jpeg")["id"], [PHRASES[0]]), None
+            )
+        for seed in range(3100, 3100 + repeats):
+            fresh = client.upload(synthetic_jpeg(seed), "image/jpeg")["id"]
+            firsts.append(run_concept(client, concept_job(fresh, [PHRASES[0]]), expect="miss"))
+    per_image = statistics.median(t.model_ms for t in firsts)
+    print(f"concept GPU: {len(firsts)} fresh images, model time per image {ms(per_image)}", flush=True)
+    return {
+        "measured": True,
+        "device": hw["cuda_device"],
+        "weights": str(folder),
+        "repeats": len(firsts),
+        "per_image_ms": per_image,
+        "jobs": [t.raw() for t in firsts],
+    }
+
+
+def memory_run(
+    client: Client,
+    stack: Stack,
+    args: argparse.Namespace,
+    big_upload: str,
+    small_upload: str,
+    phrases: list[str],
+    max_detections: int,
+    num_queries: int,
+) -> dict[str, Any]:
+    """One fresh sam3 worker: warm it with a small job, reset its pool process's VmHWM, run the big job, read it."""
+    name = f"sam3-memory-{max_detections}"
+    with stack.worker(name, Queue.SAM3, {"SAMQ_IMAGE_SIZE": str(args.image_size)}) as worker:
+        run_concept(client, concept_job(small_upload, [PHRASES[0]]), expect="miss")
+        child = pool_child(worker)
+        reset = reset_peak_rss(child.pid)
+        rss_before = proc_status_bytes(child.pid, "VmRSS")
+        spec = concept_job(big_upload, phrases, threshold=0.0, max_detections=max_detections)
+        with RssSampler(child) as sampler:
+            job = run_concept(client, spec, expect="miss")
+        if pool_child(worker).pid != child.pid:
+            raise BenchError(f"the pool process of {name} was replaced during the job: its peak is unknown")
+        hwm = proc_status_bytes(child.pid, "VmHWM")
+    peak = max(hwm, sampler.peak)  # VmHWM is the kernel's own peak; sampling can only miss a short spike
+    result = {
+        "max_detections": max_detections,
+        "pid": child.pid,
+        "hwm_reset": reset,
+        "hwm_bytes": hwm,
+        "sampled_peak_bytes": sampler.peak,
+        "samples": sampler.samples,
+        "rss_before_bytes": rss_before,
+        "peak_bytes": peak,
+        "instances": job.instances,
+        "instances_per_prompt": job.per_prompt,
+        "candidates": len(phrases) * num_queries,  # threshold 0 keeps every query's detection
+        "total_ms": job.total_ms,
+        "job": job.raw(),
+    }
+    print(
+        f"concept memory, max_detections={max_detections}: peak {gb(peak)}, {job.instances} instances kept",
+        flush=True,
+    )
+    return result
 
 
 def _load() -> str:
