@@ -928,7 +928,8 @@ def measure_concept(args: argparse.Namespace, stack: Stack, hw: dict[str, Any]) 
                 f"{gb(r['rss_before_bytes'])}"
                 for k, r in memory.items()
             )
-            + f". The job's own output alone, N full-size boolean masks, is N × {mem_w} × {mem_h} B: "
+            + f". For scale: N full-size boolean masks held at once would be N × {mem_w} × {mem_h} B (the worker "
+            + "streams them, a chunk at a time, into the encoders instead): "
             + ", ".join(f"{gb(r['instances'] * mem_w * mem_h)} for {r['instances']}" for r in runs)
             + "."
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,7 +56,7 @@ def write_concept_result(
     embedding_source: str,
 ) -> JobResult:
     """Instances best first, each labelled with its prompt's phrase (``null`` for an exemplar-only prompt)."""
-    instances, files = _instances(objects, job, spec.output.formats, found.masks, found.boxes, found.scores)
+    instances, files = _instances(objects, job, spec.output.formats, found.iter_masks(), found.boxes, found.scores)
     for instance, prompt_index in zip(instances, found.prompt_index.tolist(), strict=True):
         instance["label"] = spec.prompts[prompt_index].text
         instance["prompt_index"] = prompt_index
@@ -76,11 +77,12 @@ def _instances(
     objects: ObjectStore,
     job: Job,
     formats: list[MaskFormat],
-    masks: npt.NDArray[np.bool_],
+    masks: Iterable[npt.NDArray[np.bool_]],
     boxes: npt.NDArray[np.float32],
     scores: npt.NDArray[np.float32],
 ) -> tuple[list[dict[str, Any]], list[ResultFile]]:
-    """One record per mask (index, score, bbox, area, and each requested encoding); PNGs written as files."""
+    """One record per mask (index, score, bbox, area, and each requested encoding); PNGs written as files. Masks are
+    consumed one at a time, so a lazy iterable never has them all in memory."""
     files: list[ResultFile] = []
     instances: list[dict[str, Any]] = []
     for i, mask in enumerate(masks):

@@ -170,6 +170,7 @@ def test_max_detections_is_applied_before_upsampling_in_chunks(
     full_result: ConceptInstances,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    expected = full_result.masks  # (materialised before the spy goes in)
     calls: list[int] = []
     real = sam3_concept.upsample_masks
 
@@ -181,15 +182,17 @@ def test_max_detections_is_applied_before_upsampling_in_chunks(
     monkeypatch.setattr(sam3_concept, "upsample_masks", spy)
     queries = [ConceptQuery(text, threshold=0.0) for text in PHRASES]
     result = concept.detect(concept_embedding, queries, max_detections=5, nms_iou=None, chunk_size=2)
+    assert calls == [], "nothing is upsampled until the masks are consumed"
+    assert np.array_equal(result.masks, expected[:5])
     assert calls == [2, 2, 1]  # 5 of the 96 candidates were ever upsampled, at most 2 at a time
-    assert np.array_equal(result.masks, full_result.masks[:5])
     assert np.array_equal(result.scores, full_result.scores[:5])
     assert np.array_equal(result.prompt_index, full_result.prompt_index[:5])
 
     calls.clear()
     single = concept.detect(concept_embedding, queries, max_detections=7, nms_iou=None, chunk_size=1)
-    assert calls == [1] * 7
-    assert np.array_equal(single.masks, full_result.masks[:7])
+    for i, mask in enumerate(single.iter_masks()):  # a consumer holds one full-size mask at a time
+        assert calls == [1] * (i + 1)
+        assert np.array_equal(mask, expected[i])
 
 
 def test_nms_keeps_a_subsequence_of_the_ranking(

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,33 +95,48 @@ class ConceptQuery:
 
 @dataclass(frozen=True)
 class ConceptInstances:
-    """N detected instances on one image, best score first.
+    """N detected instances on one image, best score first. Masks are produced lazily, ``chunk_size`` at a time.
 
-    - ``masks``: (N, H, W) bool, at the original image size.
+    - ``logits``: (N, r, r) low-res mask logits of the kept instances, on the runner's device (small: 100 × 288²
+      floats is 33 MB); :meth:`iter_masks` upsamples them to the image in chunks, so the full-size masks of a job
+      never need to exist at once (100 masks of a 4000×3000 image would be 1.2 GB as bool, 4.8 GB as float).
     - ``scores``: (N,) float32, detection scores in [0, 1].
     - ``boxes``: (N, 4) float32 XYXY original-image pixels, as predicted by the model (clipped to the image; not
       derived from the masks, so a box may differ slightly from its mask's extent).
     - ``prompt_index``: (N,) int64, the query that found each instance (its label is that query's text).
     """
 
-    masks: npt.NDArray[np.bool_]
+    logits: torch.Tensor
     scores: npt.NDArray[np.float32]
     boxes: npt.NDArray[np.float32]
     prompt_index: npt.NDArray[np.int64]
+    image_hw: tuple[int, int]
+    device: str
+    chunk_size: int = 8
 
     def __post_init__(self) -> None:
-        _expect(self.masks, "masks", np.bool_, 3)
-        count = self.masks.shape[0]
+        count = int(self.logits.shape[0])
+        if self.logits.ndim != 3 or self.logits.shape[1] != self.logits.shape[2]:
+            raise ValueError(f"logits must be (N, r, r), got {tuple(self.logits.shape)}")
         _expect(self.scores, "scores", np.float32, 1, (count,))
         _expect(self.boxes, "boxes", np.float32, 2, (count, 4))
         _expect(self.prompt_index, "prompt_index", np.int64, 1, (count,))
 
     def __len__(self) -> int:
-        return int(self.masks.shape[0])
+        return int(self.logits.shape[0])
+
+    def iter_masks(self) -> Iterator[npt.NDArray[np.bool_]]:
+        """Each instance's (H, W) bool mask in order, upsampled ``chunk_size`` at a time (sigmoid, bilinear, > 0.5:
+        transformers' post-processing; channels are independent, so chunking does not change a mask)."""
+        for start in range(0, len(self), self.chunk_size):
+            with inference(self.device):
+                block = upsample_masks(self.logits[start : start + self.chunk_size], self.image_hw).cpu().numpy()
+            yield from block
 
     @property
-    def image_hw(self) -> tuple[int, int]:
-        return int(self.masks.shape[1]), int(self.masks.shape[2])
+    def masks(self) -> npt.NDArray[np.bool_]:
+        """All masks as one (N, H, W) array: for small images and tests; jobs stream :meth:`iter_masks`."""
+        return np.stack(list(self.iter_masks())) if len(self) else np.zeros((0, *self.image_hw), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -258,15 +273,15 @@ class Sam3ConceptRunner:
                 pool.add(index, kept, out.scores[kept], out.boxes[kept], out.logits[torch.from_numpy(kept)])
             chosen = pool.select()
             logits = pool.logits(chosen, lambda index: head(index).logits)
-            masks = np.zeros((len(chosen), height, width), dtype=bool)
-            for start in range(0, len(chosen), chunk_size):
-                stop = min(start + chunk_size, len(chosen))
-                masks[start:stop] = upsample_masks(torch.stack(logits[start:stop]), (height, width)).cpu().numpy()
+        side = self.low_res_size
         return ConceptInstances(
-            masks=masks,
+            logits=torch.stack(logits) if logits else torch.zeros((0, side, side), device=self.device),
             scores=pool.scores[chosen],
             boxes=pool.boxes[chosen],
             prompt_index=pool.prompt_index[chosen],
+            image_hw=(height, width),
+            device=self.device,
+            chunk_size=chunk_size,
         )
 
     def _vision(self, embedding: Sam3Embedding) -> Any:
