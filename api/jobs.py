@@ -23,6 +23,7 @@ from tasks.errors import BrokerUnavailableError, MediaFetchError, MediaNotFoundE
 from tasks.jobs import IllegalTransitionError, Job, JobStatus, new_job
 from tasks.specs import Base64Image, ConceptSpec, JobSpec, S3Image, SegmentSpec, UploadImage, UrlImage
 from tasks.store import Idempotency, IdempotencyKeyReusedError, InvalidCursorError, QuotaExceededError
+from tasks.uploads import Upload
 from tasks.views import job_object
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -203,6 +204,7 @@ def _admit(spec: JobSpec) -> JobSpec:
         upload = svc.uploads.get(image.upload, tenant())
         if upload is None:
             raise _invalid("image.upload", f"unknown upload {image.upload}")
+        _check_pixels(upload, svc.max_image_pixels)
         if upload.width is not None and upload.height is not None:
             _check_bounds(spec, upload.width, upload.height)
     elif isinstance(image, UrlImage):
@@ -221,6 +223,15 @@ def _admit(spec: JobSpec) -> JobSpec:
             if ref is not None and svc.jobs.get(ref.job, tenant()) is None:
                 raise _invalid(f"prompts.{i}.mask_input.job", f"unknown job {ref.job}")
     return spec
+
+
+def _check_pixels(upload: Upload, limit: int) -> None:
+    """The worker's decoded-pixel cap, applied at submit when the header told the image's size."""
+    size = None if upload.width is None or upload.height is None else upload.width * upload.height
+    if upload.oversized or (size is not None and size > limit):
+        announced = "more pixels than Pillow decodes" if size is None else f"{upload.width}x{upload.height} pixels"
+        message = f"the image has {announced}; the limit is {limit} pixels (SAMQ_WORKER_MAX_IMAGE_PIXELS)"
+        raise ApiError(422, "image_too_large", message, [{"field": "image", "message": message}])
 
 
 def _check_bounds(spec: JobSpec, width: int, height: int) -> None:

@@ -18,6 +18,7 @@ from tasks.store import JobStore, connect
 from tasks.uploads import UploadStore
 from tasks.webhooks import WebhookSecrets
 from worker.celery_app import create_celery
+from worker.settings import WorkerSettings
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Services:
     """Requests allowed to hold a server thread for ``Prefer: wait`` at once (half the threads)."""
     rate_limiter: RateLimiter
     webhook_secrets: WebhookSecrets
+    max_image_pixels: int
+    """The workers' decoded-pixel cap (``SAMQ_WORKER_MAX_IMAGE_PIXELS``), checked at submit where the size is known."""
 
 
 def build_services(
@@ -53,4 +56,5 @@ def build_services(
         waiters=threading.BoundedSemaphore(max(1, api.threads // 2)),
         rate_limiter=RateLimiter(client),
         webhook_secrets=WebhookSecrets(client, queue.webhook_secret_overlap_seconds),
+        max_image_pixels=WorkerSettings().max_image_pixels,
     )

@@ -64,14 +64,16 @@ def store_upload(data: bytes, content_type: str) -> Upload:
     return upload
 
 
-def _image_size(data: bytes) -> dict[str, int]:
+def _image_size(data: bytes) -> dict[str, int | bool]:
     """Width and height from the image header (nothing is decoded); empty for anything else."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
-    except Exception:  # not an image PIL reads, or one PIL refuses: the worker reports it precisely
+    except Image.DecompressionBombError:
+        return {"oversized": True}
+    except Exception:  # not an image PIL reads: the worker reports it precisely
         return {}
     return {"width": width, "height": height}
 

@@ -23,7 +23,9 @@ class Upload(BaseModel):
     width: int | None = None
     height: int | None = None
     """Read from the image header at upload time (None for anything that is not a readable image), so that prompts
-    outside the image are refused at submit."""
+    outside the image and oversized images are refused at submit."""
+    oversized: bool = False
+    """The header announces more pixels than Pillow ever decodes (its decompression-bomb limit)."""
 
 
 class UploadStore:
