@@ -127,3 +127,45 @@ class JobTimeoutError(PermanentError):
     """The job ran past its time limit."""
 
     code = "timeout"
+
+
+class InvalidVideoError(PermanentError):
+    """The bytes are not a video samq can decode (not a container, no video stream, truncated, corrupt)."""
+
+    code = "invalid_video"
+
+
+class EmptyVideoError(PermanentError):
+    """The video decodes but holds no frames (or none in the requested ``frames`` range)."""
+
+    code = "empty_video"
+
+
+class VideoTooLongError(PermanentError):
+    """The video (or its selected range) lasts longer, or has more frames, than the worker's limits."""
+
+    code = "video_too_long"
+
+
+class VideoTooLargeError(PermanentError):
+    """The video's frames have more pixels than the worker's resolution limit."""
+
+    code = "video_too_large"
+
+
+class SeedFrameOutOfRangeError(PermanentError):
+    """An object is seeded on a frame the job does not process (past the end, or skipped by stride / max_fps)."""
+
+    code = "seed_frame_out_of_range"
+
+
+class InvalidDetectionsError(PermanentError):
+    """The per-frame detections file is not JSONL of ``{"frame": i, "boxes": [...]}``, or a box is invalid."""
+
+    code = "invalid_detections"
+
+
+class TooManyObjectsError(PermanentError):
+    """Tracking would follow more objects at once than the worker's ``max_track_objects``."""
+
+    code = "too_many_objects"
