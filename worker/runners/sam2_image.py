@@ -24,18 +24,16 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from tasks.errors import ModelUnavailableError, PromptOutOfBoundsError
+from tasks.errors import PromptOutOfBoundsError
 from worker import torchvision_compat
 from worker.results import InstanceMasks, boxes_from_masks
+from worker.runners import sam2_build
 from worker.settings import WorkerSettings
-from worker.weights import model_card, resolve_checkpoint
 
 # sam2's image predictor imports torchvision at import time, which fails on CPU machines carrying the CUDA
 # torchvision wheel unless the shim is installed first. Keep this call above the sam2 imports.
 torchvision_compat.install()
 
-from hydra import initialize_config_module  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from sam2.build_sam import build_sam2  # noqa: E402
 from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
 
@@ -127,35 +125,7 @@ class Sam2ImageRunner:
     @classmethod
     def load(cls, model_id: str, settings: WorkerSettings) -> Sam2ImageRunner:
         """Build the model on the settings' device, with checkpoint weights (or seeded random ones in dev/test)."""
-        card = model_card(model_id)
-        device = _select_device(settings)
-        overrides = [f"++model.image_size={settings.image_size}"] if settings.image_size else []
-        checkpoint = None if settings.random_weights else resolve_checkpoint(card.model_id, settings)
-        _ensure_hydra()
-        if checkpoint is None:
-            logger.warning("building %s with RANDOM weights (seed %d): dev/test only", card.model_id, settings.seed)
-            torch.manual_seed(settings.seed)  # right before the build: the same weights in every process
-        else:
-            logger.info("building %s from %s on %s", card.model_id, checkpoint, device)
-        try:
-            model = build_sam2(
-                card.config,
-                None if checkpoint is None else str(checkpoint),
-                device=device,
-                mode="eval",
-                hydra_overrides_extra=overrides,
-                apply_postprocessing=False,
-            )
-        except torch.OutOfMemoryError:
-            raise
-        except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
-            if checkpoint is None:
-                raise
-            # sam2 raises a bare RuntimeError for missing/unexpected keys (logged by sam2 just before).
-            raise ModelUnavailableError(
-                f"checkpoint {checkpoint} cannot be loaded as {card.model_id} ({type(e).__name__}: {e}); "
-                "replace the file in SAMQ_WORKER_MODELS_DIR"
-            ) from e
+        canonical, model = sam2_build.build(model_id, settings, build_sam2, apply_postprocessing=False)
         with warnings.catch_warnings():
             # SAM2Transforms scripts its resize/normalize module; torch >= 2.10 deprecates torch.jit.script.
             warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
@@ -163,7 +133,7 @@ class Sam2ImageRunner:
         if settings.image_size:
             size = settings.image_size
             predictor._bb_feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
-        return cls(card.model_id, predictor)
+        return cls(canonical, predictor)
 
     def encode(self, image: npt.NDArray[np.uint8]) -> ImageEmbedding:
         """Run the image encoder on an (H, W, 3) uint8 RGB image."""
@@ -302,16 +272,3 @@ def check_box(index: int, box: npt.NDArray[np.float32], height: int, width: int)
         )
     if not (x0 < x1 and y0 < y1):
         raise ValueError(f"prompt {index}: box needs x0 < x1 and y0 < y1, got ({x0}, {y0}, {x1}, {y1})")
-
-
-def _select_device(settings: WorkerSettings) -> str:
-    if settings.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return settings.device
-
-
-def _ensure_hydra() -> None:
-    """``build_sam2`` composes configs from the global hydra instance that ``import sam2`` initializes; make sure it
-    still is (something may have cleared it) before building."""
-    if not GlobalHydra.instance().is_initialized():
-        initialize_config_module("sam2", version_base="1.2")
