@@ -275,7 +275,7 @@ def _drop_before(per_frame: dict[int, Any], oldest: int) -> None:
 
 def _has_connected_components() -> bool:
     try:
-        from sam2 import _C  # type: ignore[attr-defined]  # noqa: F401
+        from sam2 import _C  # noqa: F401
     except ImportError:
         return False
     return True
