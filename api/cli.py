@@ -111,6 +111,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    # sam2's video predictor draws a tqdm bar per video; tqdm reads this when it is first imported (below).
+    os.environ.setdefault("TQDM_DISABLE", "1")
     from worker.celery_app import create_celery
 
     app = create_celery()

@@ -21,7 +21,7 @@ from tasks.dispatch import enqueue
 from tasks.egress import check_url
 from tasks.errors import BrokerUnavailableError, MediaFetchError, MediaNotFoundError, UrlRefusedError
 from tasks.jobs import IllegalTransitionError, Job, JobStatus, new_job
-from tasks.specs import Base64Image, ConceptSpec, JobSpec, S3Image, SegmentSpec, UploadImage, UrlImage
+from tasks.specs import Base64Image, ConceptSpec, JobSpec, S3Image, SegmentSpec, TrackSpec, UploadImage, UrlImage
 from tasks.store import Idempotency, IdempotencyKeyReusedError, InvalidCursorError, QuotaExceededError
 from tasks.uploads import Upload
 from tasks.views import job_object
@@ -136,7 +136,7 @@ def deliveries(job_id: str) -> Response:
 @bp.get("/<job_id>/result")
 def result(job_id: str) -> Response:
     job = _owned(job_id)
-    if job.status != JobStatus.SUCCEEDED or job.result is None:
+    if job.result is None:  # a canceled video job keeps the frames it finished as a (partial) result
         raise ApiError(409, "job_not_succeeded", f"job {job_id} is {job.status.value}; results exist once it succeeded")
     document = next(f for f in job.result.files if f.name == job.result.document)
     try:
@@ -196,25 +196,20 @@ def _parse_spec(body: Any) -> JobSpec:
 def _admit(spec: JobSpec) -> JobSpec:
     """Checks that need the server's state; an inline base64 image becomes an upload (messages carry no bytes)."""
     svc = services()
-    if isinstance(spec.image, Base64Image):
-        data = _decode_base64(spec.image.base64, svc.api.max_base64_bytes)
-        spec = spec.model_copy(update={"image": UploadImage(upload=store_upload(data, "application/octet-stream").id)})
-    image = spec.image
-    if isinstance(image, UploadImage):
-        upload = svc.uploads.get(image.upload, tenant())
-        if upload is None:
-            raise _invalid("image.upload", f"unknown upload {image.upload}")
-        _check_pixels(upload, svc.max_image_pixels)
-        if upload.width is not None and upload.height is not None:
-            _check_bounds(spec, upload.width, upload.height)
-    elif isinstance(image, UrlImage):
-        _check_url("image.url", image.url)
-    elif isinstance(image, S3Image):
-        bucket = image.s3.removeprefix("s3://").split("/", 1)[0]
-        if bucket not in svc.storage.readable_buckets:
-            raise _invalid(
-                "image.s3", f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)"
-            )
+    if isinstance(spec, TrackSpec):
+        _check_media("video", spec.video)
+        if spec.detections is not None:
+            _check_media("detections", spec.detections)
+    else:
+        if isinstance(spec.image, Base64Image):
+            data = _decode_base64(spec.image.base64, svc.api.max_base64_bytes)
+            upload_id = store_upload(data, "application/octet-stream").id
+            spec = spec.model_copy(update={"image": UploadImage(upload=upload_id)})
+        upload = _check_media("image", spec.image)
+        if upload is not None:
+            _check_pixels(upload, svc.max_image_pixels)
+            if upload.width is not None and upload.height is not None:
+                _check_bounds(spec, upload.width, upload.height)
     if spec.webhook is not None:
         _check_url("webhook.url", spec.webhook.url)
     if isinstance(spec, SegmentSpec):
@@ -223,6 +218,25 @@ def _admit(spec: JobSpec) -> JobSpec:
             if ref is not None and svc.jobs.get(ref.job, tenant()) is None:
                 raise _invalid(f"prompts.{i}.mask_input.job", f"unknown job {ref.job}")
     return spec
+
+
+def _check_media(field: str, ref: object) -> Upload | None:
+    """The reference names a media file the worker may read: a known upload (returned), an allowed URL or bucket."""
+    svc = services()
+    if isinstance(ref, UploadImage):
+        upload = svc.uploads.get(ref.upload, tenant())
+        if upload is None:
+            raise _invalid(f"{field}.upload", f"unknown upload {ref.upload}")
+        return upload
+    if isinstance(ref, UrlImage):
+        _check_url(f"{field}.url", ref.url)
+    elif isinstance(ref, S3Image):
+        bucket = ref.s3.removeprefix("s3://").split("/", 1)[0]
+        if bucket not in svc.storage.readable_buckets:
+            raise _invalid(
+                f"{field}.s3", f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)"
+            )
+    return None
 
 
 def _check_pixels(upload: Upload, limit: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 
@@ -30,6 +31,9 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Write (or overwrite) ``key``; an overwrite of the same bytes is a no-op in effect."""
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        """Write (or overwrite) ``key`` with the contents of a local file, streamed (large results)."""
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         """Read ``key``. Raises ObjectNotFoundError; raises StorageError if it exceeds ``max_bytes``."""

@@ -6,12 +6,15 @@ import hashlib
 import hmac
 import os
 import secrets
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISREG
+from typing import BinaryIO
 from urllib.parse import quote
 
 from storage.base import ObjectNotFoundError, PresignedUrl, StorageError, StorageUnavailableError
@@ -35,13 +38,25 @@ class LocalStore:
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Write atomically: readers see the old bytes or the new, never a partial file. ``content_type`` is
         not stored (the API derives it when serving)."""
+        self._write(key, lambda f: f.write(data))
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        """Copy ``path`` to ``key``, atomically like :meth:`put`."""
+
+        def copy(f: BinaryIO) -> None:
+            with path.open("rb") as source:
+                shutil.copyfileobj(source, f, 1024 * 1024)
+
+        self._write(key, copy)
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         path = self.path_for(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    fill(f)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, path)

@@ -6,6 +6,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -44,6 +45,13 @@ class S3Store:
                 key,
                 ExtraArgs={"ContentType": content_type},
                 Config=self._transfer_config,
+            )
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        """Upload a local file, streamed; above the transfer config's threshold as a multipart upload."""
+        with _translated(self._bucket, key):
+            self._client.upload_file(
+                str(path), self._bucket, key, ExtraArgs={"ContentType": content_type}, Config=self._transfer_config
             )
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:

@@ -8,13 +8,19 @@ from types import TracebackType
 
 import redis
 
+from tasks.jobs import JobResult
 from tasks.store import JobStore
 
 log = logging.getLogger(__name__)
 
 
 class JobCanceledError(Exception):
-    """The client canceled the running job; raised at the next checkpoint."""
+    """The client canceled the running job; raised at the next checkpoint. ``partial``: what a long job (video)
+    finished before it stopped, kept as the canceled job's result."""
+
+    def __init__(self, job_id: str, partial: JobResult | None = None) -> None:
+        super().__init__(job_id)
+        self.partial = partial
 
 
 class LeaseLostError(Exception):

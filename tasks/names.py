@@ -22,12 +22,15 @@ RUN_JOB_TASK = "samq.run_job"
 PING_TASK = "samq.ping"
 DELIVER_WEBHOOK_TASK = "samq.deliver_webhook"
 
-JOB_TYPES = ("segment", "embed", "concept")
+JOB_TYPES = ("segment", "embed", "concept", "track")
 SAM3_MODEL = "sam3"
 
 
 def queue_for(job_type: str, model: str) -> Queue:
-    """SAM3 jobs have their own queue, so SAM3 workers can be sized (and placed) apart from SAM2 workers."""
+    """Video has its own queue (minutes per job); SAM3 image jobs have theirs, so SAM3 workers can be sized (and
+    placed) apart from SAM2 workers."""
+    if job_type == "track":
+        return Queue.VIDEO
     if model == SAM3_MODEL:
         return Queue.SAM3
     return Queue.INTERACTIVE

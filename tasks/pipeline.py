@@ -32,12 +32,15 @@ from tasks.jobs import Job, JobResult
 from tasks.lease import JobCanceledError, Lease, LeaseLostError
 from tasks.media import MediaSource
 from tasks.outputs import LOW_RES_LOGITS, write_concept_result, write_embed_result, write_segment_result
-from tasks.specs import CachedImage, ConceptSpec, EmbedSpec, ImageRef, Prompt, SegmentSpec
+from tasks.specs import CachedImage, ConceptSpec, EmbedSpec, ImageRef, Prompt, SegmentSpec, TrackSpec
 from tasks.store import JobStore
+from tasks.track_results import TrackResults
+from tasks.tracking import TrackContext, TrackLimits, run_track
 from worker.embedding_cache import EmbeddingCache
 from worker.images import decode_image
 from worker.results import InstanceMasks
 from worker.runners.sam2_image import ImageEmbedding, VisualPrompt
+from worker.runners.video import VideoTracker
 
 if TYPE_CHECKING:  # the concept runner pulls in transformers: imported where it runs
     from worker.runners.sam3_concept import ConceptInstances, ConceptQuery, Sam3Embedding
@@ -97,6 +100,8 @@ class ModelSource(Protocol):
 
     def get_concept(self, model_id: str) -> ConceptRunner: ...
 
+    def get_video(self, model_id: str) -> VideoTracker: ...
+
 
 Resend = Callable[[Job, float], None]
 """Re-send a job's message after ``delay`` seconds (a transient failure's retry)."""
@@ -117,6 +122,7 @@ class Runtime:
     lease_interval: float
     retry_backoff: float
     timeout_error: type[BaseException] = field(default=TimeoutError)
+    track: TrackLimits = field(default_factory=TrackLimits)
 
 
 Checkpoint = Callable[[], None]
@@ -135,8 +141,8 @@ def execute(job_id: str, rt: Runtime) -> None:
     with Lease(rt.store, job_id, attempt, rt.lease_interval) as lease:
         try:
             result = run(job, rt, lease.checkpoint)
-        except JobCanceledError:
-            rt.store.cancel_running(job_id, attempt)
+        except JobCanceledError as e:
+            rt.store.cancel_running(job_id, attempt, e.partial)
             log.info("job %s: canceled", job_id)
         except LeaseLostError:
             log.warning("job %s: attempt %d was fenced off; its work is discarded", job_id, attempt)
@@ -170,6 +176,8 @@ def run(job: Job, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
         return run_segment(job, spec, rt, checkpoint)
     if isinstance(spec, ConceptSpec):
         return run_concept(job, spec, rt, checkpoint)
+    if isinstance(spec, TrackSpec):
+        return run_track(job, spec, _track_context(job, spec, rt), checkpoint)
     return run_embed(job, spec, rt, checkpoint)
 
 
@@ -243,6 +251,31 @@ def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint
         "total_ms": round((time.perf_counter() - started) * 1000, 3),
     }
     return result
+
+
+def _track_context(job: Job, spec: TrackSpec, rt: Runtime) -> TrackContext:
+    limits = rt.track
+
+    def results(clock: Callable[[int], tuple[int, float]], polygons: bool) -> TrackResults:
+        return TrackResults(
+            rt.objects,
+            job,
+            clock,
+            polygons=polygons,
+            chunk_frames=limits.chunk_frames,
+            chunk_seconds=limits.chunk_seconds,
+        )
+
+    def progress(done: int, total: int) -> None:
+        rt.store.set_progress(job.id, job.attempts, done, total, "frames")
+
+    return TrackContext(
+        tracker=rt.models.get_video(spec.model.value),
+        fetch=lambda ref: rt.media.fetch(ref, job.tenant),
+        results=results,
+        progress=progress,
+        limits=limits,
+    )
 
 
 def _image_embedding(runner: ImageRunner) -> Callable[[bytes], ImageEmbedding]:

@@ -39,11 +39,14 @@ class ModelId(StrEnum):
     SAM2_1_BASE_PLUS = "sam2.1_hiera_base_plus"
     SAM2_1_LARGE = "sam2.1_hiera_large"
     SAM3 = "sam3"
-    """SAM3 (Meta, 840M): the tracker model for ``segment``/``embed``, the concept model for ``concept``."""
+    """SAM3 (Meta, 840M): the tracker model for ``segment``/``embed``, the concept model for ``concept`` and for
+    ``track`` with ``concepts``."""
+    SAM3_TRACKER = "sam3_tracker"
+    """The SAM3 tracker on video (``track`` seeded by boxes/points); ``segment``/``embed`` call it ``sam3``."""
 
 
 class UrlImage(Spec):
-    url: Annotated[str, Field(pattern=r"^https?://", max_length=4096, description="http(s) URL of the image.")]
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=4096, description="http(s) URL of the media file.")]
 
 
 class Base64Image(Spec):
@@ -63,6 +66,8 @@ class CachedImage(Spec):
 
 
 ImageRef = UrlImage | Base64Image | UploadImage | S3Image | CachedImage
+MediaRef = UrlImage | UploadImage | S3Image
+"""A file by reference (videos, detections files): no inline base64."""
 
 
 class Point(Spec):
@@ -172,7 +177,18 @@ class JobSpecBase(Spec):
         return metadata
 
 
-class SegmentSpec(JobSpecBase):
+class ImageJobSpec(JobSpecBase):
+    """Base of the jobs on one image with a visual-prompt model."""
+
+    @field_validator("model")
+    @classmethod
+    def _image_model(cls, model: ModelId) -> ModelId:
+        if model == ModelId.SAM3_TRACKER:
+            raise ValueError("sam3_tracker names the SAM3 tracker on video; on images it is model 'sam3'")
+        return model
+
+
+class SegmentSpec(ImageJobSpec):
     """SAM2 on one image with visual prompts; each prompt yields one instance."""
 
     type: Literal["segment"]
@@ -183,7 +199,7 @@ class SegmentSpec(JobSpecBase):
     output: Annotated[OutputOptions, Field(default_factory=OutputOptions)]
 
 
-class EmbedSpec(JobSpecBase):
+class EmbedSpec(ImageJobSpec):
     """Compute and cache the image embedding so later segment jobs on the same image skip the encoder."""
 
     type: Literal["embed"]
@@ -244,4 +260,101 @@ def _deeper_than(value: Any, levels: int) -> bool:
     return levels == 0 or any(_deeper_than(child, levels - 1) for child in children)
 
 
-JobSpec = Annotated[SegmentSpec | EmbedSpec | ConceptSpec, Field(discriminator="type")]
+MAX_TRACK_OBJECTS = 64
+MAX_CONCEPTS = 16
+PromptMode = Literal["first_frame", "every_n_frames", "every_frame"]
+
+
+class TrackObject(Spec):
+    """An object to follow, seeded on ``frame`` (the video's frame number) by a box, points, or both."""
+
+    id: Annotated[int, Field(ge=0, lt=2**31, description="Your id for the object; tracks.jsonl reports it.")]
+    label: Annotated[str, Field(min_length=1, max_length=MAX_PHRASE_CHARS)] | None = None
+    frame: Annotated[int, Field(ge=0)] = 0
+    box: Box | None = None
+    points: Annotated[list[Point], Field(default_factory=list, max_length=MAX_POINTS_PER_PROMPT)]
+
+    @model_validator(mode="after")
+    def _has_geometry(self) -> TrackObject:
+        if not self.points and self.box is None:
+            raise ValueError("an object needs a box, points, or both")
+        return self
+
+
+class FrameRange(Spec):
+    """Which frames to process: ``start`` … ``end`` (inclusive; ``null`` = the last), every ``stride``-th."""
+
+    start: Annotated[int, Field(ge=0)] = 0
+    end: Annotated[int, Field(ge=0)] | None = None
+    stride: Annotated[int, Field(ge=1, le=10_000)] = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FrameRange:
+        if self.end is not None and self.end < self.start:
+            raise ValueError("frames.end must be at least frames.start")
+        return self
+
+
+class TrackOutput(Spec):
+    formats: Annotated[
+        list[Literal["rle", "polygon"]], Field(default_factory=lambda: ["rle"], min_length=1, max_length=2)
+    ]
+    preview: bool = False
+    """Also render ``preview.mp4``: the processed frames with coloured masks and ids."""
+
+    @field_validator("formats")
+    @classmethod
+    def _unique(cls, formats: list[str]) -> list[str]:
+        if len(set(formats)) != len(formats):
+            raise ValueError("formats must not repeat")
+        return formats
+
+
+class TrackSpec(JobSpecBase):
+    """Video object tracking: seeded objects (SAM2, ``sam3_tracker``) or every instance of text concepts (``sam3``)."""
+
+    type: Literal["track"]
+    model: ModelId = ModelId.SAM2_1_SMALL
+    video: MediaRef
+    objects: Annotated[list[TrackObject], Field(default_factory=list, max_length=MAX_TRACK_OBJECTS)]
+    concepts: Annotated[list[Phrase], Field(default_factory=list, max_length=MAX_CONCEPTS)]
+    prompt_mode: PromptMode = "first_frame"
+    every_n: Annotated[int, Field(ge=1, le=100_000)] = 10
+    """``every_n_frames``: re-seed from the detections on every n-th processed frame."""
+    detections: MediaRef | None = None
+    """JSONL, one line per frame: ``{"frame": i, "boxes": [{"x0", "y0", "x1", "y1", "label", "score"}]}``."""
+    frames: Annotated[FrameRange, Field(default_factory=FrameRange)]
+    max_fps: Annotated[float, Field(gt=0, le=1000)] | None = None
+    """Process at most this many frames per second of video (by timestamps: variable frame rate is fine)."""
+    output: Annotated[TrackOutput, Field(default_factory=TrackOutput)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrackSpec:
+        ids = [o.id for o in self.objects]
+        if len(set(ids)) != len(ids):
+            raise ValueError("objects: ids must be unique")
+        if self.model == ModelId.SAM3:
+            if not self.concepts:
+                raise ValueError("model sam3 tracks text concepts: give concepts (or use sam3_tracker for objects)")
+            if self.objects or self.detections is not None or self.prompt_mode != "first_frame":
+                raise ValueError("model sam3 finds every instance of the concepts itself: no objects or detections")
+            return self
+        if self.concepts:
+            raise ValueError(f"concepts need model sam3; {self.model.value} tracks seeded objects")
+        if self.prompt_mode == "first_frame":
+            if not self.objects:
+                raise ValueError("objects: give at least one object to track (or re-seed from detections)")
+            if self.detections is not None:
+                raise ValueError("detections are read only when prompt_mode is every_n_frames or every_frame")
+        elif self.detections is None:
+            raise ValueError(f"prompt_mode {self.prompt_mode} re-seeds from a detections file: give detections")
+        window = self.frames
+        for i, obj in enumerate(self.objects):
+            if obj.frame < window.start or (window.end is not None and obj.frame > window.end):
+                raise ValueError(f"objects[{i}].frame {obj.frame} is outside the frames range")
+            if (obj.frame - window.start) % window.stride:
+                raise ValueError(f"objects[{i}].frame {obj.frame} is skipped by frames.stride {window.stride}")
+        return self
+
+
+JobSpec = Annotated[SegmentSpec | EmbedSpec | ConceptSpec | TrackSpec, Field(discriminator="type")]

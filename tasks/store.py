@@ -341,12 +341,14 @@ class JobStore:
 
         return self._update(job_id, failed) is not None
 
-    def cancel_running(self, job_id: str, attempt: int) -> bool:
+    def cancel_running(self, job_id: str, attempt: int, partial: JobResult | None = None) -> bool:
+        """Running → canceled; ``partial`` (a video's frames done so far) becomes the job's result."""
+
         def canceled(job: Job) -> bool:
             if not _owns(job, attempt):
                 return False
             job.transition(JobStatus.CANCELED)
-            job.status, job.finished_at = JobStatus.CANCELED, utcnow()
+            job.status, job.finished_at, job.result = JobStatus.CANCELED, utcnow(), partial
             return True
 
         return self._update(job_id, canceled) is not None

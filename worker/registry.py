@@ -6,8 +6,11 @@ Two kinds of runner, two accessors:
   the SAM2.1 ids (``"sam2.1_hiera_tiny"`` …) and ``"sam3"`` (the SAM3 tracker, ``Sam3TrackerRunner``).
 - :meth:`ModelRegistry.get_concept` — concept runners for concept jobs: ``"sam3"`` (``Sam3ConceptRunner``), held
   under the key ``"sam3_concept"`` (what :meth:`ModelRegistry.loaded` lists).
+- :meth:`ModelRegistry.get_video` — video trackers for track jobs (:class:`~worker.runners.video.VideoTracker`):
+  the SAM2.1 ids (``Sam2VideoRunner``), ``"sam3_tracker"`` and ``"sam3"`` (text concepts), held under
+  ``<id>_video``.
 
-Both kinds share one LRU and one ``max_models`` budget. Create the registry lazily in the worker child process
+All kinds share one LRU and one ``max_models`` budget. Create the registry lazily in the worker child process
 (never in the Celery parent: no CUDA before fork) and keep it for the life of the process. Nothing loads at import
 or construction time, and importing this module imports neither torch nor any model library.
 Not thread-safe: one job runs at a time per worker process.
@@ -27,15 +30,19 @@ if TYPE_CHECKING:
     from worker.runners.sam2_image import Sam2ImageRunner
     from worker.runners.sam3_concept import Sam3ConceptRunner
     from worker.runners.sam3_tracker import Sam3TrackerRunner
+    from worker.runners.video import VideoTracker
 
 logger = logging.getLogger(__name__)
 
 ImageRunner: TypeAlias = "Sam2ImageRunner | Sam3TrackerRunner"
 RunnerLoader = Callable[[str, WorkerSettings], ImageRunner]
 ConceptLoader = Callable[[str, WorkerSettings], "Sam3ConceptRunner"]
+VideoLoader = Callable[[str, WorkerSettings], "VideoTracker"]
 
 SAM3 = "sam3"
+SAM3_TRACKER = "sam3_tracker"
 CONCEPT_SUFFIX = "_concept"
+VIDEO_SUFFIX = "_video"
 """A concept runner for model ``m`` is held under the key ``m + CONCEPT_SUFFIX`` (``"sam3_concept"``)."""
 
 _Runner = TypeVar("_Runner")
@@ -65,8 +72,24 @@ def load_concept_runner(model_id: str, settings: WorkerSettings) -> Sam3ConceptR
     return Sam3ConceptRunner.load(model_id, settings)
 
 
+def load_video_runner(model_id: str, settings: WorkerSettings) -> VideoTracker:
+    """The default video loader: SAM3 concept tracking for ``"sam3"``, the SAM3 tracker for ``"sam3_tracker"``, else
+    the streaming SAM2 tracker."""
+    if model_id == SAM3:
+        from worker.runners.sam3_video import Sam3ConceptVideoRunner
+
+        return Sam3ConceptVideoRunner.load(model_id, settings)
+    if model_id == SAM3_TRACKER:
+        from worker.runners.sam3_video import Sam3TrackerVideoRunner
+
+        return Sam3TrackerVideoRunner.load(model_id, settings)
+    from worker.runners.sam2_video import Sam2VideoRunner
+
+    return Sam2VideoRunner.load(model_id, settings)
+
+
 class ModelRegistry:
-    """Model id → loaded runner, loaded lazily by ``loader`` / ``concept_loader`` (the defaults above)."""
+    """Model id → loaded runner, loaded lazily by ``loader`` / ``concept_loader`` / ``video_loader`` (the defaults above)."""
 
     def __init__(
         self,
@@ -74,6 +97,7 @@ class ModelRegistry:
         loader: RunnerLoader | None = None,
         max_models: int = 2,
         concept_loader: ConceptLoader | None = None,
+        video_loader: VideoLoader | None = None,
     ) -> None:
         if max_models < 1:
             raise ValueError(f"max_models must be >= 1, got {max_models}")
@@ -81,6 +105,7 @@ class ModelRegistry:
         self.max_models = max_models
         self._loader: RunnerLoader = loader if loader is not None else load_image_runner
         self._concept_loader: ConceptLoader = concept_loader if concept_loader is not None else load_concept_runner
+        self._video_loader: VideoLoader = video_loader if video_loader is not None else load_video_runner
         self._runners: OrderedDict[str, object] = OrderedDict()
 
     def get(self, model_id: str) -> ImageRunner:
@@ -93,6 +118,10 @@ class ModelRegistry:
     def get_concept(self, model_id: str = SAM3) -> Sam3ConceptRunner:
         """The concept runner for ``model_id`` (``"sam3"``), loading it (and evicting the LRU runner) if needed."""
         return self._get(concept_key(str(model_id)), str(model_id), self._concept_loader)
+
+    def get_video(self, model_id: str) -> VideoTracker:
+        """The video tracker for ``model_id``, loading it (and evicting the LRU runner) if needed."""
+        return self._get(f"{model_id}{VIDEO_SUFFIX}", str(model_id), self._video_loader)
 
     def _get(self, key: str, model_id: str, loader: Callable[[str, WorkerSettings], _Runner]) -> _Runner:
         runner = self._runners.get(key)

@@ -16,6 +16,7 @@ from tasks.media import MediaSource
 from tasks.pipeline import Runtime
 from tasks.settings import QueueSettings
 from tasks.store import JobStore, connect
+from tasks.tracking import TrackLimits
 from tasks.webhooks import Deliverer, Outbox, WebhookSecrets
 from worker.embedding_cache import EmbeddingCache
 from worker.registry import ModelRegistry
@@ -62,6 +63,14 @@ def runtime() -> Runtime:
         lease_interval=queue.lease_seconds / 3,
         retry_backoff=queue.retry_backoff_seconds,
         timeout_error=SoftTimeLimitExceeded,
+        track=TrackLimits(
+            max_seconds=worker.max_video_seconds,
+            max_frames=worker.max_video_frames,
+            max_pixels=worker.max_video_pixels,
+            max_objects=worker.max_track_objects,
+            chunk_frames=worker.track_chunk_frames,
+            chunk_seconds=worker.track_chunk_seconds,
+        ),
     )
 
 

@@ -44,3 +44,15 @@ class WorkerSettings(BaseSettings):
     """Dev/test only: shrink the model input size (a multiple of 32; SAM2's default is 1024). SAM3 rounds it down to
     a multiple of 14 (its default is 1008; its random-weights models default to 224)."""
     seed: int = 0
+    max_video_seconds: float = Field(default=3 * 3600.0, gt=0)
+    """Longest video (or selected range) a track job may process, in seconds of video."""
+    max_video_frames: int = Field(default=500_000, ge=1)
+    """Most frames a video may have (counted exactly, from the container's packets)."""
+    max_video_pixels: int = Field(default=3840 * 2160, ge=1)
+    """Largest video frame (width x height)."""
+    max_track_objects: int = Field(default=64, ge=1)
+    """Most objects one track job follows (seeded ones plus those re-seeding starts)."""
+    track_chunk_frames: int = Field(default=100, ge=1)
+    """A track job stores its results (and its tracker state) every this many frames..."""
+    track_chunk_seconds: float = Field(default=30.0, gt=0)
+    """... or every this many seconds, whichever comes first: a lost worker costs at most one chunk of work."""

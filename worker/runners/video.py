@@ -91,11 +91,13 @@ class VideoSession(Protocol):
 
 
 class VideoTracker(Protocol):
-    """A loaded video model. ``concepts`` is for concept trackers (SAM3); others refuse it."""
+    """A loaded video model. ``concepts`` is for concept trackers (SAM3); others refuse it. ``reseeding``: the
+    session will re-prompt known objects as it goes (``every_n_frames``), so re-seeded frames become conditioning
+    frames, of which the tracker keeps a bounded number."""
 
     @property
     def device(self) -> str: ...
 
-    def open(self, frames: Frames, concepts: Sequence[str] = ()) -> VideoSession: ...
+    def open(self, frames: Frames, concepts: Sequence[str] = (), *, reseeding: bool = False) -> VideoSession: ...
 
-    def resume(self, frames: Frames, state: bytes) -> VideoSession: ...
+    def resume(self, frames: Frames, state: bytes, *, reseeding: bool = False) -> VideoSession: ...
