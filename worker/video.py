@@ -25,6 +25,7 @@ from types import TracebackType
 import av
 import av.container
 import av.error
+import av.stream
 import av.video.frame
 import av.video.stream
 import numpy as np
@@ -76,6 +77,7 @@ class VideoInfo:
       counted in decode order). Read-only.
     - ``format``: the FFmpeg demuxer that read the file (``"mov,mp4,m4a,3gp,3g2,mj2"``, ``"matroska,webm"``, …).
     - ``codec``: the video codec (``"h264"``, ``"vp9"``, …).
+    - ``stream``: the index (among all the file's streams) of the video stream read.
     """
 
     width: int
@@ -87,6 +89,7 @@ class VideoInfo:
     pts: npt.NDArray[np.int64] | None = None
     format: str = ""
     codec: str = ""
+    stream: int = 0
 
     @property
     def frame_count(self) -> int:
@@ -253,7 +256,9 @@ class VideoFrames:
     def _restart(self) -> None:
         self._close_container()
         self._container = _open(self._path)
-        stream = self._container.streams.video[0]
+        stream = self._container.streams[self._info.stream]
+        if not isinstance(stream, av.video.stream.VideoStream):
+            raise InvalidVideoError(f"stream {self._info.stream} of the file is no longer a video stream")
         stream.thread_type = "AUTO"
         self._decoded = self._container.decode(stream)
         self._position = -1
@@ -310,11 +315,7 @@ def _open(path: Path) -> av.container.InputContainer:
 def _probe(
     container: av.container.InputContainer, *, max_seconds: float, max_pixels: int, max_frames: int
 ) -> VideoInfo:
-    if not container.streams.video:
-        kinds = sorted({stream.type for stream in container.streams})
-        holds = f"it holds {', '.join(kinds)} only" if kinds else "it holds no streams"
-        raise InvalidVideoError(f"the file has no video stream ({holds})")
-    stream = container.streams.video[0]
+    stream = _first_video_stream(container)
     if stream.codec_context is None:  # FFmpeg can name the codec but this build has no decoder for it
         raise InvalidVideoError("this worker has no decoder for the video stream's codec")
     width, height = stream.codec_context.width, stream.codec_context.height
@@ -365,6 +366,7 @@ def _probe(
         pts=pts,
         format=container.format.name,
         codec=stream.codec_context.name,
+        stream=stream.index,
     )
 
 
@@ -472,6 +474,18 @@ def _timeline(
         positive = gaps[gaps > 0]
         last = float(np.median(positive)) if positive.size else 1.0 / rate
     return pts, times, last
+
+
+def _first_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The first video stream that is not a cover picture (an MP4/M4A's ``covr``, a Matroska image attachment)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    kinds: list[str] = sorted({stream.type for stream in container.streams})
+    if container.streams.video:
+        kinds = [kind for kind in kinds if kind != "video"] + ["a cover picture"]
+    holds = f"it holds {', '.join(kinds)} only" if kinds else "it holds no streams"
+    raise InvalidVideoError(f"the file has no video stream ({holds})")
 
 
 def _declared_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:

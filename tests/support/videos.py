@@ -7,6 +7,7 @@ lossy (4:2:0 chroma): compare decoded pixels with a tolerance, on flat colours r
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import struct
@@ -18,6 +19,7 @@ from typing import Literal
 
 import av
 import av.container
+import av.stream
 import av.video.stream
 import numpy as np
 import numpy.typing as npt
@@ -249,10 +251,21 @@ def ten_hour_video(dst: Path) -> Path:
     return dst
 
 
-def audio_only(dst: Path) -> Path:
-    """An MP4 (``.m4a`` style) holding one second of silent AAC and no video stream."""
+def audio_only(dst: Path, *, cover: bool = False) -> Path:
+    """An MP4 (``.m4a`` style) holding one second of silent AAC and no video stream; with ``cover``, also album
+    art (a JPEG that FFmpeg reads back as a one-frame video stream marked ``attached_pic``)."""
     with av.open(str(dst), mode="w", format="mp4") as container:
         stream = container.add_stream("aac", rate=16000)
+        if cover:
+            picture = container.add_stream("mjpeg", rate=1)
+            picture.width, picture.height, picture.pix_fmt = 64, 48, "yuvj420p"
+            picture.disposition = av.stream.Disposition.attached_pic
+            container.start_encoding()
+            jpeg = io.BytesIO()
+            Image.fromarray(np.full((48, 64, 3), 180, dtype=np.uint8)).save(jpeg, format="JPEG")
+            packet = av.Packet(jpeg.getvalue())
+            packet.stream, packet.pts, packet.dts = picture, 0, 0
+            container.mux(packet)
         for index in range(16):
             frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
             frame.sample_rate, frame.pts = 16000, index * 1024

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import tracemalloc
 import weakref
 from fractions import Fraction
@@ -14,6 +15,7 @@ from tasks.errors import EmptyVideoError, InvalidVideoError, VideoTooLargeError,
 from tests.support.videos import (
     Shape,
     audio_only,
+    detections_jsonl,
     jpeg_as_mp4,
     moving_shapes,
     rotated_copy,
@@ -25,6 +27,7 @@ from tests.support.videos import (
     write_vfr_clip,
     zero_frame_video,
 )
+from worker.runners.video import Frames
 from worker.video import VideoFrames, VideoInfo, probe, select_frames
 
 pytestmark = pytest.mark.unit
@@ -143,6 +146,11 @@ def test_a_jpeg_is_not_a_video(tmp_path: Path) -> None:
 def test_audio_only_has_no_video_stream(tmp_path: Path) -> None:
     with pytest.raises(InvalidVideoError, match=r"no video stream.*audio"):
         _probe(audio_only(tmp_path / "sound.mp4"))
+
+
+def test_album_art_is_not_a_video(tmp_path: Path) -> None:
+    with pytest.raises(InvalidVideoError, match=r"no video stream.*audio, a cover picture only"):
+        _probe(audio_only(tmp_path / "song.m4a", cover=True))
 
 
 def test_zero_frames_is_empty(tmp_path: Path) -> None:
@@ -314,6 +322,8 @@ def test_frames_decode_in_order_with_their_colours(clips: dict[str, Path], suffi
 def test_frames_map_processed_index_to_frame_number_and_time(clips: dict[str, Path]) -> None:
     info = _probe(clips[".mp4"])
     with VideoFrames(clips[".mp4"], info, select_frames(info, start=2, stride=5)) as frames:
+        protocol: Frames = frames  # what every tracker takes (checked by mypy)
+        assert len(protocol) == 6
         assert len(frames) == 6
         assert [frames.frame_number(i) for i in range(6)] == [2, 7, 12, 17, 22, 27]
         assert frames.time(1) == pytest.approx(7 / 30)
@@ -424,6 +434,39 @@ def test_moving_shapes_round_trip(tmp_path: Path) -> None:
             for box in truth:
                 inside = decoded[index][box.y0 + 2 : box.y1 - 2, box.x0 + 2 : box.x1 - 2].reshape(-1, 3).mean(axis=0)
                 assert np.abs(inside - shapes[box.obj_id].colour).max() <= 20
+
+
+def test_shapes_appear_move_leave_and_vanish() -> None:
+    shapes = [
+        Shape(colour=(200, 0, 0), size=(10, 6), start=(50.0, 2.0), velocity=(4.0, 0.0), label="runner"),
+        Shape(colour=(0, 200, 0), size=(8, 8), start=(5.0, 30.0), first_frame=3, last_frame=4, kind="ellipse"),
+    ]
+    drawn = list(moving_shapes(8, 64, 48, shapes, background="plain"))
+    boxes = [[(b.obj_id, b.x0, b.y0, b.x1, b.y1) for b in truth] for _, truth in drawn]
+    assert boxes[0] == [(0, 50, 2, 60, 8)]
+    assert boxes[1] == [(0, 54, 2, 64, 8)]
+    assert boxes[2] == [(0, 58, 2, 64, 8)]  # clipped at the right edge
+    assert boxes[3] == [(0, 62, 2, 64, 8), (1, 5, 30, 13, 38)]  # the disc appears on its first frame
+    assert boxes[4] == [(1, 5, 30, 13, 38)]  # the runner has left the picture
+    assert boxes[5] == boxes[6] == boxes[7] == []  # the disc's last frame was 4
+    frame, truth = drawn[0]
+    assert truth[0].label == "runner"
+    assert (frame[2:8, 50:60] == (200, 0, 0)).all()
+    assert (frame[10:, :] == 96).all()
+
+
+def test_detections_jsonl_from_ground_truth() -> None:
+    shapes = [Shape(colour=(200, 0, 0), size=(10, 10), start=(5.0, 5.0), velocity=(1.0, 0.0), label="car")]
+    truth = [boxes for _, boxes in moving_shapes(7, 64, 48, shapes)]
+    rows = [json.loads(line) for line in detections_jsonl(truth, every_n=3).splitlines()]
+    assert [row["frame"] for row in rows] == [0, 3, 6]
+    assert rows[1]["boxes"] == [{"x0": 8.0, "y0": 5.0, "x1": 18.0, "y1": 15.0, "label": "car", "score": 0.9}]
+
+    jittered = [json.loads(line) for line in detections_jsonl(truth, jitter=0.05, seed=1).splitlines()]
+    assert len(jittered) == 7
+    box = jittered[6]["boxes"][0]
+    assert box != {"x0": 11.0, "y0": 5.0, "x1": 21.0, "y1": 15.0, "label": "car", "score": 0.9}
+    assert abs(box["x0"] - 11) < 3 and abs(box["x1"] - 21) < 3 and box["x1"] > box["x0"]
 
 
 # memory ----------------------------------------------------------------------------------------------------------
