@@ -9,8 +9,17 @@ from tasks.names import DELIVER_WEBHOOK_TASK, PING_TASK, RUN_JOB_TASK, Queue, qu
 
 
 def enqueue(app: Celery, job: Job, countdown: float | None = None) -> None:
+    """Send ``job``'s message to its queue; ``track`` jobs carry their own (longer) time limits."""
+    limits: dict[str, int] = {}
+    if job.type == "track":
+        soft, hard = app.conf.samq_track_time_limits
+        limits = {"soft_time_limit": soft, "time_limit": hard}
     app.send_task(
-        RUN_JOB_TASK, kwargs={"job_id": job.id}, queue=queue_for(job.type, job.model).value, countdown=countdown
+        RUN_JOB_TASK,
+        kwargs={"job_id": job.id},
+        queue=queue_for(job.type, job.model).value,
+        countdown=countdown,
+        **limits,
     )
 
 

@@ -21,6 +21,9 @@ class QueueSettings(BaseSettings):
     reap_interval_seconds: float = 5.0
     soft_time_limit_seconds: int = 600
     hard_time_limit_seconds: int = 660
+    track_soft_time_limit_seconds: int = 6 * 3600
+    """``track`` jobs (minutes to hours of video) get their own limits; a job past them fails with ``timeout``."""
+    track_hard_time_limit_seconds: int = 6 * 3600 + 300
     retry_backoff_seconds: float = 2.0
     """Base delay before a transient failure is retried (doubles per attempt)."""
     allow_private_urls: str = ""

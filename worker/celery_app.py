@@ -23,7 +23,8 @@ def create_celery(settings: QueueSettings | None = None) -> Celery:
     settings = settings or QueueSettings()
     # Redis redelivers un-acked messages after visibility_timeout even while they run: keep it well above the
     # hard time limit. Dead workers are detected much sooner by job leases (see Housekeeper).
-    visibility = {"visibility_timeout": settings.hard_time_limit_seconds * 2 + 600}
+    longest = max(settings.hard_time_limit_seconds, settings.track_hard_time_limit_seconds)
+    visibility = {"visibility_timeout": longest * 2 + 600}
     app = Celery("samq", broker=settings.redis_url, backend=settings.redis_url, include=["tasks.celery_tasks"])
     app.conf.update(
         task_serializer="json",
@@ -36,6 +37,7 @@ def create_celery(settings: QueueSettings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.soft_time_limit_seconds,
         task_time_limit=settings.hard_time_limit_seconds,
+        samq_track_time_limits=(settings.track_soft_time_limit_seconds, settings.track_hard_time_limit_seconds),
         broker_transport_options=visibility,
         result_backend_transport_options=visibility,
         broker_connection_retry_on_startup=True,
