@@ -64,7 +64,7 @@ _SETTING_PIXELS = "SAMQ_WORKER_MAX_VIDEO_PIXELS"
 
 @dataclass(frozen=True, eq=False)
 class VideoInfo:
-    """What :func:`probe` learnt about a video's first video stream.
+    """What :func:`probe` learnt about a video's first video stream (cover pictures skipped).
 
     - ``width``, ``height``: upright frame size (after the display rotation).
     - ``times``: (N,) float64, the presentation time in seconds of each frame relative to the first one; index ``k``
@@ -100,8 +100,8 @@ class VideoInfo:
 def probe(path: Path, *, max_seconds: float, max_pixels: int, max_frames: int) -> VideoInfo:
     """Read a video's size and frame timestamps, and check them against the worker's limits.
 
-    In order: :class:`InvalidVideoError` when the file is not a video in an accepted container (:data:`
-    ACCEPTED_FORMATS`) or has no video stream; :class:`VideoTooLargeError` when a frame has more than ``max_pixels``
+    In order: :class:`InvalidVideoError` when the file is not a video in an accepted container
+    (:data:`ACCEPTED_FORMATS`) or has no video stream (cover pictures do not count); :class:`VideoTooLargeError` when a frame has more than ``max_pixels``
     pixels; :class:`VideoTooLongError` when the header announces more than ``max_seconds`` (before any packet is
     read), then while demuxing as soon as the timestamps span more than ``max_seconds`` or there are more than
     ``max_frames`` frames; :class:`InvalidVideoError` when a packet is corrupt, the first frame cannot be decoded or

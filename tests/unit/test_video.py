@@ -143,6 +143,18 @@ def test_a_jpeg_is_not_a_video(tmp_path: Path) -> None:
         _probe(jpeg_as_mp4(tmp_path / "photo.mp4"))
 
 
+def test_a_playlist_cannot_make_ffmpeg_open_other_files(clips: dict[str, Path], tmp_path: Path) -> None:
+    """An HLS playlist (or ffconcat list) would have FFmpeg read whatever path or URL it names (FFmpeg opens the
+    playlist below, and the clip it names, when its demuxers are not restricted)."""
+    playlist = tmp_path / "list.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{clips['.mp4']}\n#EXT-X-ENDLIST\n")
+    concat = tmp_path / "list.ffconcat"
+    concat.write_text(f"ffconcat version 1.0\nfile '{clips['.mp4']}'\n")
+    for path in (playlist, concat):
+        with pytest.raises(InvalidVideoError, match="not a video in an accepted container"):
+            _probe(path)
+
+
 def test_audio_only_has_no_video_stream(tmp_path: Path) -> None:
     with pytest.raises(InvalidVideoError, match=r"no video stream.*audio"):
         _probe(audio_only(tmp_path / "sound.mp4"))
