@@ -54,7 +54,7 @@ class FakeStore:
         self.calls.append(("requeue", error))
         return True
 
-    def cancel_running(self, job_id: str, attempt: int) -> bool:
+    def cancel_running(self, job_id: str, attempt: int, partial: object = None) -> bool:
         self.calls.append(("cancel", attempt))
         return True
 
