@@ -118,6 +118,8 @@ def run_track(job: Job, spec: TrackSpec, ctx: TrackContext, checkpoint: Checkpoi
             reseed_at = {i: boxes for i, boxes in detections.items() if i % every == 0}
             tracked = _track(session, results.done, len(frames), reseed_at, results, limits.max_objects)
             canceled = _record(tracked, results, session, checkpoint, ctx.progress, len(frames))
+            if canceled:  # with its state: an attempt that dies while finishing leaves a resumable manifest
+                results.flush(session.snapshot())
             preview = _preview(path, selected, info) if spec.output.preview and not canceled else None
             summary = {
                 "video": {

@@ -76,11 +76,11 @@ def load_video_runner(model_id: str, settings: WorkerSettings) -> VideoTracker:
     """The default video loader: SAM3 concept tracking for ``"sam3"``, the SAM3 tracker for ``"sam3_tracker"``, else
     the streaming SAM2 tracker."""
     if model_id == SAM3:
-        from worker.runners.sam3_video import Sam3ConceptVideoRunner
+        from worker.runners.sam3_concept_video import Sam3ConceptVideoRunner
 
         return Sam3ConceptVideoRunner.load(model_id, settings)
     if model_id == SAM3_TRACKER:
-        from worker.runners.sam3_video import Sam3TrackerVideoRunner
+        from worker.runners.sam3_tracker_video import Sam3TrackerVideoRunner
 
         return Sam3TrackerVideoRunner.load(model_id, settings)
     from worker.runners.sam2_video import Sam2VideoRunner
