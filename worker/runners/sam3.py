@@ -1,16 +1,21 @@
-"""SAM3 plumbing shared by the concept runner (``sam3_concept``) and the tracker runner (``sam3_tracker``).
+"""SAM3 plumbing shared by the image runners (``sam3_concept``, ``sam3_tracker``) and the video runners
+(``sam3_concept_video``, ``sam3_tracker_video``).
 
-Both run Hugging Face ``transformers`` (5.x) models: ``Sam3Model`` (text / exemplar-box concept detection) and
-``Sam3TrackerModel`` (SAM2-style points and boxes on the SAM3 backbone). This module builds them:
+All run Hugging Face ``transformers`` (5.x) models: ``Sam3Model`` (text / exemplar-box concept detection),
+``Sam3TrackerModel`` (SAM2-style points and boxes on the SAM3 backbone), and their video forms
+``Sam3VideoModel`` (concept detection + tracking) and ``Sam3TrackerVideoModel`` (SAM2-style memory tracking). This
+module builds them:
 
 - Real weights: a Hugging Face checkpoint folder, ``<models_dir>/sam3/`` or a hub snapshot of ``facebook/sam3``
   (see :func:`worker.weights.resolve_pretrained_dir`). That checkpoint is a ``sam3_video`` one holding both models;
   each runner loads its own part (the tracker reuses the detector's ViT backbone weights, so two loaded runners hold
-  two copies of it). A checkpoint that leaves any weight of the model uninitialised is refused.
+  two copies of it; the concept video runner loads the whole checkpoint). A checkpoint that leaves any weight of the
+  model uninitialised is refused.
 - Random weights (``SAMQ_RANDOM_WEIGHTS``, dev/test only): a SHRUNK configuration of the real architecture (small
   hidden sizes, one or two layers each, :data:`DEFAULT_RANDOM_IMAGE_SIZE` pixels unless ``SAMQ_IMAGE_SIZE`` says
-  otherwise), initialised after ``torch.manual_seed(settings.seed)`` so every process gets the same weights, with the
-  genuine CLIP tokenizer built offline from the BPE file that ships in the ``open_clip_torch`` wheel.
+  otherwise; the video models are :data:`VIDEO_WIDTH` wide), initialised after ``torch.manual_seed(settings.seed)``
+  so every process gets the same weights, with the genuine CLIP tokenizer built offline from the BPE file that ships
+  in the ``open_clip_torch`` wheel.
 
 Input size: SAM3's ViT cuts the image into 14-pixel patches, so it runs at a multiple of 14 (1008 for the released
 model). ``settings.image_size`` (shared with SAM2, which wants multiples of 32) is rounded DOWN to a multiple of 14:
@@ -47,12 +52,17 @@ from transformers import (  # noqa: E402
     Sam3Config,
     Sam3ImageProcessor,
     Sam3TrackerConfig,
+    Sam3TrackerVideoConfig,
+    Sam3VideoConfig,
     Sam3VisionConfig,
     Sam3ViTConfig,
 )
+from transformers.models.sam2_video import Sam2VideoVideoProcessor  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_ID = "sam3"
+"""The checkpoint folder (:data:`worker.weights.PRETRAINED_CATALOGUE`) every SAM3 runner loads its weights from."""
 PATCH_SIZE = 14
 """Side of the ViT's square patches: SAM3 input sides are multiples of it."""
 RELEASED_IMAGE_SIZE = 1008
@@ -63,8 +73,13 @@ CLIP_VOCAB_SIZE = 49408
 _CLIP_MERGES = CLIP_VOCAB_SIZE - 256 - 256 - 2
 """CLIP keeps the first 48,894 merges of the BPE file: 256 byte tokens, their 256 end-of-word forms, the merges, and
 the two special tokens make the 49,408-token vocabulary."""
+VIDEO_WIDTH = 128
+"""Feature width of the shrunk video models (the released model: 256). transformers' memory attention reads
+64-channel memories (a hard-coded ``kv_in_dim``) and splits each object pointer into ``width / 64`` memory tokens; it
+only stacks them when ``width > 64``, so the width must be a multiple of 64 above 64."""
 
-Part = Literal["detector", "tracker"]
+Part = Literal["detector", "tracker", "video"]
+"""What :func:`load_pretrained` reads from a ``sam3_video`` checkpoint: one sub-model, or the whole video model."""
 
 
 def select_device(settings: WorkerSettings) -> str:
@@ -136,8 +151,15 @@ def image_processor(size: int) -> Sam3ImageProcessor:
     return Sam3ImageProcessor(size={"height": size, "width": size}, mask_size={"height": 4 * grid, "width": 4 * grid})
 
 
-def shrunk_vision_config(size: int) -> Sam3VisionConfig:
-    """The SAM3 ViT + FPN neck, shrunk (64-wide, 2 layers, 8-patch windows with one global layer) for tests."""
+def video_processor(size: int) -> Sam2VideoVideoProcessor:
+    """The video preprocessing that SAM3's video processors carry: :func:`image_processor`'s resize and mean = std =
+    0.5 normalisation, applied to every frame of a whole video (transformers' non-streaming path)."""
+    return Sam2VideoVideoProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def shrunk_vision_config(size: int, width: int = 32) -> Sam3VisionConfig:
+    """The SAM3 ViT + FPN neck, shrunk (64-wide, 2 layers, 8-patch windows with one global layer; ``width``-wide FPN
+    maps) for tests."""
     grid = size // PATCH_SIZE
     backbone = Sam3ViTConfig(
         hidden_size=64,
@@ -151,16 +173,17 @@ def shrunk_vision_config(size: int) -> Sam3VisionConfig:
     )
     return Sam3VisionConfig(
         backbone_config=backbone,
-        fpn_hidden_size=32,
+        fpn_hidden_size=width,
         backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
     )
 
 
-def shrunk_concept_config(size: int) -> Sam3Config:
-    """``Sam3Model``'s architecture with every part shrunk; the CLIP text encoder keeps its real vocabulary."""
-    small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+def shrunk_concept_config(size: int, width: int = 32) -> Sam3Config:
+    """``Sam3Model``'s architecture with every part shrunk (``width``-wide heads); the CLIP text encoder keeps its real
+    vocabulary."""
+    small = {"hidden_size": width, "num_attention_heads": 2, "intermediate_size": 2 * width}
     return Sam3Config(
-        vision_config=shrunk_vision_config(size),
+        vision_config=shrunk_vision_config(size, width),
         text_config=CLIPTextConfig(
             vocab_size=CLIP_VOCAB_SIZE,
             hidden_size=32,
@@ -174,16 +197,52 @@ def shrunk_concept_config(size: int) -> Sam3Config:
         geometry_encoder_config={**small, "num_layers": 1},
         detr_encoder_config={**small, "num_layers": 1},
         detr_decoder_config={**small, "num_layers": 1, "num_queries": 32},
-        mask_decoder_config={"hidden_size": 32, "num_attention_heads": 2},
+        mask_decoder_config={"hidden_size": width, "num_attention_heads": 2},
     )
 
 
-def shrunk_tracker_config(size: int) -> Sam3TrackerConfig:
+def shrunk_tracker_config(size: int, width: int = 32) -> Sam3TrackerConfig:
     """``Sam3TrackerModel``'s architecture (SAM3 ViT + SAM2-style prompt encoder and mask decoder), shrunk."""
     return Sam3TrackerConfig(
-        vision_config=shrunk_vision_config(size),
-        prompt_encoder_config={"hidden_size": 32, "image_size": size},
-        mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": 32},
+        vision_config=shrunk_vision_config(size, width),
+        prompt_encoder_config={"hidden_size": width, "image_size": size},
+        mask_decoder_config=_shrunk_mask_decoder(width),
+    )
+
+
+def _shrunk_mask_decoder(width: int) -> dict[str, int]:
+    """The SAM2-style mask decoder of the shrunk trackers."""
+    return {"hidden_size": width, "mlp_dim": 2 * width, "num_attention_heads": 2, "iou_head_hidden_dim": width}
+
+
+def shrunk_tracker_video_config(size: int) -> Sam3TrackerVideoConfig:
+    """``Sam3TrackerVideoModel``'s architecture: the shrunk tracker at :data:`VIDEO_WIDTH` plus a one-layer memory
+    attention, memory encoder and fuser. The memory bank keeps the released sizes (7 masks, 16 object pointers, 4
+    conditioning frames), so sessions prune exactly as they do with the real model."""
+    config = Sam3TrackerVideoConfig(
+        vision_config=shrunk_vision_config(size, VIDEO_WIDTH),
+        prompt_encoder_config={"hidden_size": VIDEO_WIDTH},
+        mask_decoder_config=_shrunk_mask_decoder(VIDEO_WIDTH),
+        memory_attention_hidden_size=VIDEO_WIDTH,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=2 * VIDEO_WIDTH,
+        memory_encoder_hidden_size=VIDEO_WIDTH,
+        mask_downsampler_embed_dim=VIDEO_WIDTH,
+        memory_fuser_num_layers=1,
+        memory_fuser_embed_dim=VIDEO_WIDTH,
+        memory_fuser_intermediate_dim=2 * VIDEO_WIDTH,
+    )
+    _resize(config, size)
+    return config
+
+
+def shrunk_video_config(size: int) -> Sam3VideoConfig:
+    """``Sam3VideoModel``'s architecture: the shrunk detector and video tracker at :data:`VIDEO_WIDTH` (the tracker
+    reads the detector's backbone through its own neck, so both must be as wide); the released heuristics."""
+    return Sam3VideoConfig(
+        detector_config=shrunk_concept_config(size, VIDEO_WIDTH),
+        tracker_config=shrunk_tracker_video_config(size),
+        low_res_mask_size=4 * (size // PATCH_SIZE),
     )
 
 
@@ -202,13 +261,14 @@ def load_pretrained(
     """Load ``model_cls`` from the checkpoint folder for ``model_id``, at input side ``size`` (``None``: as saved).
 
     ``part`` picks the sub-configuration of a ``sam3_video`` checkpoint (``facebook/sam3``), which holds both the
-    detector and the tracker; a plain ``sam3`` / ``sam3_tracker`` checkpoint is used as it is. Raises
-    :class:`ModelUnavailableError` when the folder is missing, unreadable, or does not cover every weight.
+    detector and the tracker (``"video"``: the whole checkpoint); a plain ``sam3`` / ``sam3_tracker`` checkpoint is
+    used as it is. Raises :class:`ModelUnavailableError` when the folder is missing, unreadable, or does not cover
+    every weight.
     """
     directory = resolve_pretrained_dir(model_id, settings)
     try:
         raw, _ = PretrainedConfig.get_config_dict(str(directory))
-        sub = raw.get(f"{part}_config") if raw.get("model_type") == "sam3_video" else raw
+        sub = raw.get(f"{part}_config") if raw.get("model_type") == "sam3_video" and part != "video" else raw
         if not isinstance(sub, dict):
             raise ValueError(f"{directory / 'config.json'} has no {part}_config")
         config = config_cls.from_dict(sub)
@@ -247,8 +307,17 @@ def load_processor(processor_cls: Any, directory: Path, model_id: str, size: int
 
 
 def _resize(config: Any, size: int) -> None:
-    """Set the input side of a ``Sam3Config`` or ``Sam3TrackerConfig`` (and the feature-map sizes it implies)."""
+    """Set the input side of a ``Sam3Config``, ``Sam3TrackerConfig``, ``Sam3TrackerVideoConfig`` or
+    ``Sam3VideoConfig`` (and the feature-map sizes it implies)."""
     grid = size // PATCH_SIZE
+    if isinstance(config, Sam3VideoConfig):
+        _resize(config.detector_config, size)
+        _resize(config.tracker_config, size)
+        config.low_res_mask_size = 4 * grid
+        return
+    if isinstance(config, Sam3TrackerVideoConfig):
+        config.image_size = size  # its setter also resizes the feature maps and the memory attention's RoPE grid
+        return
     config.vision_config.image_size = size
     config.vision_config.backbone_feature_sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
     prompt_encoder = getattr(config, "prompt_encoder_config", None)
