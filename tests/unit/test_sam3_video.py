@@ -28,13 +28,8 @@ from tests.support.sam3_reference import (
 )
 from worker.runners import sam3_tracker_video
 from worker.runners.sam3 import clip_tokenizer, image_processor, shrunk_video_config, video_processor
-from worker.runners.sam3_tracker_video import memory_window
-from worker.runners.sam3_video import (
-    Sam3ConceptVideoRunner,
-    Sam3ConceptVideoSession,
-    Sam3TrackerVideoRunner,
-    Sam3TrackerVideoSession,
-)
+from worker.runners.sam3_concept_video import Sam3ConceptVideoRunner, Sam3ConceptVideoSession
+from worker.runners.sam3_tracker_video import Sam3TrackerVideoRunner, Sam3TrackerVideoSession, memory_window
 from worker.runners.video import FrameTracks, Seed
 from worker.settings import WorkerSettings
 
