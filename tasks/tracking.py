@@ -105,6 +105,7 @@ def run_track(job: Job, spec: TrackSpec, ctx: TrackContext, checkpoint: Checkpoi
             resumed_from = results.done
             reseeding = spec.prompt_mode != "first_frame"
             state = results.state()
+            concepts = bool(spec.concepts)  # a concept session finds its objects itself
             if state is None:
                 session = ctx.tracker.open(frames, spec.concepts, reseeding=reseeding)
                 for obj in spec.objects:
@@ -116,7 +117,7 @@ def run_track(job: Job, spec: TrackSpec, ctx: TrackContext, checkpoint: Checkpoi
                 session = ctx.tracker.resume(frames, state, reseeding=reseeding)
             every = 1 if spec.prompt_mode == "every_frame" else spec.every_n
             reseed_at = {i: boxes for i, boxes in detections.items() if i % every == 0}
-            tracked = _track(session, results.done, len(frames), reseed_at, results, limits.max_objects)
+            tracked = _track(session, results.done, len(frames), reseed_at, results, limits.max_objects, concepts)
             canceled = _record(tracked, results, session, checkpoint, ctx.progress, len(frames))
             if canceled:  # with its state: an attempt that dies while finishing leaves a resumable manifest
                 results.flush(session.snapshot())
@@ -172,6 +173,7 @@ def _track(
     reseed_at: dict[int, list[DetectionBox]],
     results: TrackResults,
     max_objects: int,
+    concepts: bool,
 ) -> Iterator[FrameTracks]:
     """Frames ``start`` … ``total - 1``, re-seeding from the detections on the frames of ``reseed_at``."""
     index = start
@@ -181,7 +183,7 @@ def _track(
         seeds = _match(current, reseed_at[reseed], results, max_objects)
         yield session.add(reseed, seeds) if seeds else current
         index = reseed + 1
-    yield from _span(session, index, total - 1, bool(results.objects))
+    yield from _span(session, index, total - 1, concepts or bool(results.objects))
 
 
 def _span(session: VideoSession, first: int, last: int, tracking: bool) -> Iterator[FrameTracks]:

@@ -206,6 +206,26 @@ def test_kill_9_mid_video_resumes_from_the_last_chunk(bare_stack: Stack, tmp_pat
 
 
 @pytest.mark.parametrize(
+    "fields",
+    [
+        {"model": "sam3", "concepts": ["red box", "disc"]},
+        {"model": "sam3_tracker", "objects": TWO_OBJECTS},
+    ],
+    ids=["sam3-concepts", "sam3-tracker"],
+)
+def test_sam3_track_jobs_run_through_the_stack(local_stack: Stack, tmp_path: Path, fields: dict[str, Any]) -> None:
+    """The SAM3 video runners (exact against transformers in tests/unit/test_sam3_video.py) behind the same pipeline:
+    every processed frame once, labels from the concepts or the seeds."""
+    client = local_stack.client
+    path, _ = clip(tmp_path / "sam3.webm", 10)
+    done = finish(client, client.submit(track(upload(client, path, "video/webm"), **fields))["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert [line["frame"] for line in lines(local_stack, done)] == list(range(10))
+    labels = {o["label"] for o in client.result(done["id"])["objects"]}
+    assert labels <= {"red box", "disc", None}
+
+
+@pytest.mark.parametrize(
     ("make", "code"),
     [
         (lambda d: truncated_copy(clip(d / "full.mp4", 20)[0], d / "cut.mp4", 0.5), "invalid_video"),
