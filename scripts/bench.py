@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""samq latency benchmark: our overhead on a cache-hit segment job, what the embedding cache saves, and SAM3 concepts.
+"""samq benchmark: our overhead on a cache-hit segment job, the embedding cache, SAM3 concepts, SAM2 video tracking.
 
 Starts a private stack in a temporary directory (redis-server, ``samq api``, one ``samq worker --queues
 interactive``), on the production code path, then measures the issue's two acceptance criteria:
@@ -28,6 +28,22 @@ Then the SAM3 concept section, on its own ``samq worker --queues sam3`` (started
   machine has a CUDA device AND the released weights are in ``SAMQ_WORKER_MODELS_DIR``/sam3 (nothing is downloaded);
   otherwise a line says why it was not measured.
 
+Then the SAM2 video section (no stack: each measurement is a fresh ``python scripts/bench.py --video-child`` process
+with ``TORCH_COMPILE_DISABLE=1 TQDM_DISABLE=1``), on a synthetic 160×120 mp4 of one moving ellipse (``tests/support/
+videos.py``), hiera_tiny with random weights at ``--video-image-size`` (default 256) on the CPU, one object seeded
+with a box on frame 0:
+
+- flat memory: the peak RSS (the process's VmHWM, and its RSS sampled every 5 ms) of one process per run, tracking
+  through ``--video-short-frames`` (default 60) and ``--video-long-frames`` (default 600) frames with samq's streaming
+  tracker (``Sam2VideoRunner`` over the lazy ``worker.video`` decoder). Target: long / short ≤ 1.10. For contrast,
+  the same two runs with Meta's ``SAM2VideoPredictor`` (``init_state`` on a JPEG folder of the same frames).
+- speed: frames per second over the short clip, samq's tracker (probe + decode + track + binarize) against Meta's
+  raw loop (``add_new_points_or_box`` + ``propagate_in_video`` over the frames ``init_state`` already loaded), both
+  built with ``torch.manual_seed(0)`` (identical weights and work), in one process, alternating; one warm-up run
+  each, then the median of ``--video-repeats`` (default 5). Target: samq ≥ 0.9× Meta.
+- GPU: the same speed comparison at 1024 px (random weights) when the machine has a CUDA device; otherwise a line
+  says so.
+
 Weights: the real SAM2.1 architecture, and a shrunk SAM3 (a few layers of 32–64 channels), are built with seeded
 random weights (``SAMQ_RANDOM_WEIGHTS=1``) because no checkpoint can be downloaded here; speed is the
 architecture's, masks are meaningless.
@@ -37,11 +53,14 @@ architecture's, masks are meaningless.
     .venv/bin/python scripts/bench.py --only segment           # (a) and (b) only
     .venv/bin/python scripts/bench.py --only concept --concept-repeats 5 --concept-phrases 1,3
     .venv/bin/python scripts/bench.py --only concept --no-memory   # concept timings without the 4000×3000 jobs
+    .venv/bin/python scripts/bench.py --only video             # SAM2 video: flat memory and speed (minutes)
 
-Flags: ``--only {segment,concept}`` (default: both sections), ``--concept-repeats N`` (default 5),
+Flags: ``--only {segment,concept,video}`` (default: all three sections), ``--concept-repeats N`` (default 5),
 ``--concept-phrases N,M`` (default 1,3; at most 8), ``--memory-image WxH`` (default 4000x3000),
-``--memory-phrases N`` (default 8), ``--no-memory``; ``--image-size``, ``--model`` (SAM2 only), ``--repeats``
-(segment section), ``--json PATH`` (the concept numbers under ``"concept"``), ``--keep``.
+``--memory-phrases N`` (default 8), ``--no-memory``; ``--video-image-size`` (default 256), ``--video-short-frames``
+(default 60), ``--video-long-frames`` (default 600), ``--video-repeats`` (default 5); ``--image-size``, ``--model``
+(SAM2 only), ``--repeats`` (segment section), ``--json PATH`` (the concept and video numbers under ``"concept"`` and
+``"video"``), ``--keep``.
 
 Exit status 0 whenever measurements were taken, whether or not the targets are met (the table says PASS/FAIL).
 """
@@ -61,11 +80,12 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -81,6 +101,9 @@ from tasks.names import Queue  # noqa: E402
 from tasks.settings import QueueSettings  # noqa: E402
 from worker.celery_app import create_celery  # noqa: E402
 
+if TYPE_CHECKING:
+    from worker.settings import WorkerSettings
+
 DEFAULT_IMAGE_SIZE = 1024
 IMAGE_W, IMAGE_H = 1024, 768
 POINT = {"x": 410.0, "y": 384.0}  # inside the synthetic scene's ellipse
@@ -89,7 +112,7 @@ WAIT_SECONDS = 30
 OVERHEAD_TARGET_MS = 25.0
 OVERHEAD_RATIO_TARGET = 1.5
 SECOND_OVER_FIRST_TARGET = 0.10
-SECTIONS = ("segment", "concept")
+SECTIONS = ("segment", "concept", "video")
 PHRASES = ("red car", "person", "dog", "traffic light", "bicycle", "tree", "window", "building")
 """Concept prompts, in this order: the timed jobs take the first N, the memory test's the first --memory-phrases."""
 CONCEPT_THRESHOLD = 0.5  # the API default, for the timed jobs
@@ -100,6 +123,12 @@ RSS_SAMPLE_SECONDS = 0.005
 CONCEPT_JOB_TIMEOUT = 900.0
 META_H200_MS = 30.0  # Meta's SAM3 release: 30 ms per image (100+ detected objects) on an H200
 GB = 1e9
+VIDEO_MODEL = "sam2.1_hiera_tiny"
+VIDEO_W, VIDEO_H, VIDEO_FPS = 160, 120, 30
+VIDEO_GPU_IMAGE_SIZE = 1024
+FLAT_MEMORY_TARGET = 1.10  # long / short peak RSS: "within 10%"
+VIDEO_SPEED_TARGET = 0.9  # samq fps / Meta's raw loop fps
+CHILD_ENV = {"TORCH_COMPILE_DISABLE": "1", "TQDM_DISABLE": "1"}  # sam2 draws tqdm bars; no compile on the clock
 
 
 # ---- the stack ----------------------------------------------------------------------------------------------------
@@ -407,7 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw numbers here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, objects)")
     parser.add_argument(
-        "--only", choices=SECTIONS, default=None, help="run one section: segment ((a) and (b)) or concept (SAM3)"
+        "--only",
+        choices=SECTIONS,
+        default=None,
+        help="run one section: segment ((a) and (b)), concept (SAM3) or video (SAM2 tracking)",
     )
     parser.add_argument(
         "--concept-repeats", type=int, default=5, help="fresh images per phrase count in the concept timings"
@@ -426,9 +458,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--memory-phrases", type=int, default=8, help="phrases of the memory test's jobs (default 8)")
     parser.add_argument("--no-memory", action="store_true", help="skip the concept memory test")
+    parser.add_argument("--video-image-size", type=int, default=256, help="SAM2 input size on the CPU (default 256)")
+    parser.add_argument("--video-short-frames", type=int, default=60, help="short video run, and speed (default 60)")
+    parser.add_argument("--video-long-frames", type=int, default=600, help="long video run (default 600)")
+    parser.add_argument("--video-repeats", type=int, default=5, help="timed runs per video flow (default 5)")
+    parser.add_argument("--video-child", default=None, help=argparse.SUPPRESS)  # internal: one measured process
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.concept_repeats < 1:
-        parser.error("--repeats and --concept-repeats must be at least 1")
+    if args.video_child is not None:
+        print(json.dumps(video_child(VideoRun(**json.loads(args.video_child)))))
+        return 0
+    if min(args.repeats, args.concept_repeats, args.video_repeats) < 1:
+        parser.error("--repeats, --concept-repeats and --video-repeats must be at least 1")
+    if min(args.video_short_frames, args.video_long_frames) < 2:
+        parser.error("--video-short-frames and --video-long-frames must be at least 2")
+    if args.video_image_size < 64 or args.video_image_size % 32:
+        parser.error("--video-image-size must be a multiple of 32, at least 64")
     try:
         args.concept_phrases = [int(v) for v in args.concept_phrases.split(",")]
         args.memory_image = tuple(int(v) for v in args.memory_image.lower().split("x"))
@@ -449,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="samq-bench-"))
     stack = Stack(workdir, args.image_size)
     try:
-        with stack.running(interactive="segment" in sections):
+        with ExitStack() as running:
+            if "segment" in sections or "concept" in sections:
+                running.enter_context(stack.running(interactive="segment" in sections))
             hw = hardware()
             raw: dict[str, Any] = {}
             if "segment" in sections:
@@ -465,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "segment" in sections:
                     print()
                 raw["concept"] = measure_concept(args, stack, hw)
+            if "video" in sections:
+                if len(sections) > 1:
+                    print()
+                raw["video"] = measure_video(args, workdir / "video", hw)
             if args.json is not None:
                 args.json.write_text(json.dumps(raw, indent=2))
                 print(f"raw numbers: {args.json}")
@@ -1036,6 +1086,276 @@ def memory_run(
         flush=True,
     )
     return result
+
+
+# ---- SAM2 video section -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoRun:
+    """What one ``--video-child`` process does: load each flow's model, then run the flows in turn over the first
+    ``frames`` frames of the clip, ``warmup`` untimed rounds then ``repeats`` timed ones. Flows: ``"samq"`` (the
+    streaming tracker over the mp4 at ``clip``), ``"meta"`` (``SAM2VideoPredictor`` on the JPEG ``folder``)."""
+
+    flows: list[str]
+    frames: int
+    clip: str
+    folder: str
+    box: list[float]
+    image_size: int
+    device: str = "cpu"
+    repeats: int = 1
+    warmup: int = 0
+
+
+Flow = Callable[[], float]
+"""One tracking run over the clip; returns the seconds on the clock."""
+
+
+def video_child(run: VideoRun) -> dict[str, Any]:
+    """The ``--video-child`` process: per flow, the seconds of each timed run; the process's own peak RSS (VmHWM)."""
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings(
+        random_weights=True, image_size=run.image_size, device=run.device, seed=0, allow_download=False
+    )
+    loaders = {"samq": streaming_flow, "meta": meta_flow}
+    flows = {name: loaders[name](run, settings) for name in run.flows}
+    seconds: dict[str, list[float]] = {name: [] for name in flows}
+    for round_ in range(run.warmup + run.repeats):
+        for name, flow in flows.items():
+            elapsed = flow()
+            if round_ >= run.warmup:
+                seconds[name].append(elapsed)
+    return {"seconds": seconds, "hwm_bytes": proc_status_bytes(os.getpid(), "VmHWM")}
+
+
+def streaming_flow(run: VideoRun, settings: WorkerSettings) -> Flow:
+    """samq's path: probe the mp4, decode lazily, track with ``Sam2VideoRunner``, binarized masks per frame."""
+    from worker.runners.sam2_video import Sam2VideoRunner
+    from worker.runners.video import Seed
+    from worker.video import VideoFrames, probe, select_frames
+
+    runner = Sam2VideoRunner.load(VIDEO_MODEL, settings)
+    clip = Path(run.clip)
+    seed = Seed(obj_id=1, box=np.array(run.box, dtype=np.float32))
+
+    def once() -> float:
+        started = time.perf_counter()
+        info = probe(
+            clip,
+            max_seconds=settings.max_video_seconds,
+            max_pixels=settings.max_video_pixels,
+            max_frames=settings.max_video_frames,
+        )
+        with VideoFrames(clip, info, select_frames(info, end=run.frames - 1)) as frames:
+            session = runner.open(frames)
+            session.add(0, [seed])
+            tracked = sum(1 for _ in session.propagate(0, len(frames) - 1))  # FrameTracks.masks: bool, video size
+        elapsed = _clock(run.device, started)
+        _check_tracked("samq", tracked, run.frames)
+        return elapsed
+
+    return once
+
+
+def meta_flow(run: VideoRun, settings: WorkerSettings) -> Flow:
+    """Meta's documented flow: ``init_state`` on the JPEG folder (not timed), a box, ``propagate_in_video`` (timed,
+    with the box's frame), under inference mode and bf16 autocast (required on CPU too)."""
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from worker.runners.sam2_video import _has_connected_components
+    from worker.weights import model_card
+
+    torch.manual_seed(settings.seed)  # what sam2_build does for the runner: the same random weights
+    predictor = build_sam2_video_predictor(
+        model_card(VIDEO_MODEL).config,
+        None,
+        device=run.device,
+        hydra_overrides_extra=[f"++model.image_size={run.image_size}"],
+    )
+    if not _has_connected_components():
+        predictor.fill_hole_area = 0  # as the runner: without sam2's CUDA extension hole filling only warns
+    box = np.array(run.box, dtype=np.float32)
+
+    def once() -> float:
+        with torch.inference_mode(), torch.autocast(run.device, dtype=torch.bfloat16):
+            state = predictor.init_state(run.folder)
+            started = time.perf_counter()
+            predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=box)
+            tracked = sum(1 for _ in predictor.propagate_in_video(state))
+            elapsed = _clock(run.device, started)
+        _check_tracked("meta", tracked, run.frames)
+        return elapsed
+
+    return once
+
+
+def _clock(device: str, started: float) -> float:
+    """Seconds since ``started``, once the device has finished its queued work."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def _check_tracked(flow: str, tracked: int, expected: int) -> None:
+    if tracked != expected:
+        raise BenchError(f"{flow}: tracked {tracked} frames, expected {expected}")
+
+
+def run_video_child(run: VideoRun, log: Path) -> dict[str, Any]:
+    """Run ``run`` in a fresh process; its result plus ``peak_bytes``: the larger of its VmHWM (whole lifetime) and
+    its RSS sampled from here every few ms."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    command = [sys.executable, str(Path(__file__).resolve()), "--video-child", json.dumps(asdict(run))]
+    with log.open("ab") as stderr:
+        process = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **CHILD_ENV}, stdout=subprocess.PIPE, stderr=stderr
+        )
+        with RssSampler(psutil.Process(process.pid)) as sampler:
+            out, _ = process.communicate()
+    if process.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise BenchError(f"video child {run.flows} ({run.frames} frames) exited {process.returncode}:\n{tail}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result["sampled_peak_bytes"] = sampler.peak
+    result["peak_bytes"] = max(result["hwm_bytes"], sampler.peak)
+    return result
+
+
+def write_video_inputs(folder: Path, frames: list[int]) -> tuple[Path, list[float], dict[int, Path]]:
+    """The synthetic mp4 (one ellipse drifting right and down, ``max(frames)`` frames), the ellipse's box on frame 0,
+    and per length a JPEG folder of the mp4's first frames as decoded (what Meta's ``init_state`` reads)."""
+    from tests.support.videos import Shape, moving_shapes, write_clip
+    from worker.video import VideoFrames, probe, select_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = Shape(colour=(220, 60, 40), size=(40, 30), start=(20.0, 40.0), velocity=(0.15, 0.05), kind="ellipse")
+    clip = folder / "clip.mp4"
+    write_clip(clip, (frame for frame, _ in moving_shapes(max(frames), VIDEO_W, VIDEO_H, [shape])), fps=VIDEO_FPS)
+    truth = next(moving_shapes(1, VIDEO_W, VIDEO_H, [shape]))[1][0]
+    box = [float(truth.x0), float(truth.y0), float(truth.x1), float(truth.y1)]
+    info = probe(clip, max_seconds=math.inf, max_pixels=VIDEO_W * VIDEO_H, max_frames=max(frames))
+    folders: dict[int, Path] = {}
+    with VideoFrames(clip, info, select_frames(info)) as decoded:
+        for count in frames:
+            folders[count] = folder / f"jpeg-{count}"
+            folders[count].mkdir(exist_ok=True)
+            for index in range(count):
+                Image.fromarray(decoded[index]).save(folders[count] / f"{index:05d}.jpg", quality=95)
+    return clip, box, folders
+
+
+def measure_video(args: argparse.Namespace, folder: Path, hw: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    short, long = args.video_short_frames, args.video_long_frames
+    size, repeats = args.video_image_size, args.video_repeats
+    clip, box, folders = write_video_inputs(folder, [short, long])
+    log = folder / "children.log"
+    print("## SAM2 video")
+    print()
+    print(
+        f"- settings: {VIDEO_MODEL} with RANDOM weights (seed 0), input {size} px, device cpu, one object seeded with "
+        f"a box {box} on frame 0; synthetic {VIDEO_W}×{VIDEO_H} H.264 mp4 at {VIDEO_FPS} fps (one drifting "
+        "ellipse); every measurement in a fresh `scripts/bench.py --video-child` process (TORCH_COMPILE_DISABLE=1, "
+        "TQDM_DISABLE=1)"
+    )
+    print(f"- load average (1/5/15 min) at start: {_load()}")
+    print(flush=True)
+
+    def memory(flow: str, frames: int) -> dict[str, Any]:
+        run = VideoRun([flow], frames, str(clip), str(folders[frames]), box, size)
+        result = run_video_child(run, log)
+        seconds = result["seconds"][flow][0]
+        print(
+            f"video memory, {flow}, {frames} frames: peak {gb(result['peak_bytes'])} ({seconds:.0f} s; load {_load()})",
+            flush=True,
+        )
+        return result
+
+    memory_runs = {flow: {frames: memory(flow, frames) for frames in (short, long)} for flow in ("samq", "meta")}
+
+    def speed(device: str, image_size: int) -> dict[str, Any]:
+        run = VideoRun(["samq", "meta"], short, str(clip), str(folders[short]), box, image_size, device, repeats, 1)
+        result = run_video_child(run, log)
+        result["fps"] = {flow: short / statistics.median(s) for flow, s in result["seconds"].items()}
+        result["best_fps"] = {flow: short / min(s) for flow, s in result["seconds"].items()}
+        fps = ", ".join(f"{flow} {value:.2f} fps" for flow, value in result["fps"].items())
+        print(f"video speed, {device}, {image_size} px: {fps} (load {_load()})", flush=True)
+        return result
+
+    cpu = speed("cpu", size)
+    gpu = speed("cuda", VIDEO_GPU_IMAGE_SIZE) if hw["cuda_device"] else None
+    print()
+
+    print("## Video results")
+    print()
+    print("| metric | value | target | pass/fail |")
+    print("|---|---|---|---|")
+    ratios: dict[str, float] = {}
+    for flow, label in (("samq", "samq streaming tracker"), ("meta", "Meta's SAM2VideoPredictor (reference)")):
+        runs = memory_runs[flow]
+        for frames in (short, long):
+            print(f"| video memory, {label}, {frames} frames: peak RSS | {gb(runs[frames]['peak_bytes'])} | | |")
+        ratios[flow] = runs[long]["peak_bytes"] / runs[short]["peak_bytes"]
+        target = f"≤ {FLAT_MEMORY_TARGET:.2f}" if flow == "samq" else "none (contrast)"
+        outcome = verdict(ratios[flow] <= FLAT_MEMORY_TARGET) if flow == "samq" else "n/a"
+        print(f"| video memory, {label}: {long} / {short} frames | {ratios[flow]:.3f} | {target} | {outcome} |")
+    speed_rows(f"CPU, {size} px", cpu, short, repeats)
+    if gpu is not None:
+        speed_rows(f"GPU ({hw['cuda_device']}), {VIDEO_GPU_IMAGE_SIZE} px, random weights", gpu, short, repeats)
+    else:
+        print(f"| video speed, GPU, {VIDEO_GPU_IMAGE_SIZE} px: samq / Meta | not measured (see below) | ≥ 0.9× | n/a |")
+    print()
+    print(
+        "Memory: peak RSS of the whole process (imports, model, tracking), the larger of its VmHWM and its RSS "
+        f"sampled every {RSS_SAMPLE_SECONDS * 1000:.0f} ms; one process per run. Meta's predictor holds every frame "
+        "(init_state) and every frame's outputs; samq's tracker decodes on demand and keeps the attention window. "
+        f"Speed: {short} frames; samq = probe + decode + track + binarize, Meta = add_new_points_or_box + "
+        "propagate_in_video over the frames init_state had loaded (init_state and model load not timed); both "
+        f"models built after torch.manual_seed(0), in one process, alternating: 1 warm-up run each, then the median "
+        f"of {repeats} runs (and the best run). Torch uses every CPU: another busy process on them slows a run "
+        "several times over, so compare the load averages."
+    )
+    if gpu is None:
+        print(
+            "GPU row not measured: no CUDA device (torch.cuda.is_available() is false). It would time the same two "
+            f"flows at {VIDEO_GPU_IMAGE_SIZE} px with random weights (no checkpoint can be downloaded here)."
+        )
+    elapsed = time.perf_counter() - started
+    print(f"Load average (1/5/15 min) at the end: {_load()}. Video section: {elapsed:.0f} s.")
+    print(flush=True)
+    return {
+        "settings": {"model": VIDEO_MODEL, "image_size": size, "frames": [short, long], "repeats": repeats},
+        "box": box,
+        "memory": {flow: {str(k): v for k, v in runs.items()} for flow, runs in memory_runs.items()},
+        "memory_ratio": ratios,
+        "memory_pass": ratios["samq"] <= FLAT_MEMORY_TARGET,
+        "speed_cpu": cpu,
+        "speed_gpu": gpu,
+        "seconds": elapsed,
+    }
+
+
+def speed_rows(label: str, result: dict[str, Any], frames: int, repeats: int) -> None:
+    """The speed table's rows for one device; records ``ratio`` and ``pass`` in ``result``."""
+    fps = result["fps"]
+    ratio = fps["samq"] / fps["meta"]
+    note = f"median of {repeats} runs of {frames} frames, after 1 warm-up run"
+    for flow, what in (
+        ("samq", "samq streaming tracker (probe + decode + track + binarize)"),
+        ("meta", "Meta's propagate_in_video over frames init_state loaded (raw loop)"),
+    ):
+        best = result["best_fps"][flow]
+        print(f"| video speed, {label}: {what} | {fps[flow]:.2f} fps ({note}; best run {best:.2f} fps) | | |")
+    ok = ratio >= VIDEO_SPEED_TARGET
+    print(f"| video speed, {label}: samq / Meta | {ratio:.2f}× | ≥ {VIDEO_SPEED_TARGET}× | {verdict(ok)} |")
+    result["ratio"] = ratio
+    result["pass"] = ok
 
 
 def _load() -> str:
