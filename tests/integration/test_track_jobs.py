@@ -70,13 +70,13 @@ def lines(stack: Stack, job: dict[str, Any]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines()]
 
 
-def finish(client: Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
+def finish(client: Client, job_id: str, timeout: float = 600) -> dict[str, Any]:
     done = client.wait(job_id, timeout=timeout, interval=0.1)
     assert done["status"] in ("succeeded", "failed", "canceled"), done
     return done
 
 
-def wait_frames(client: Client, job_id: str, frames: int, timeout: float = 120) -> dict[str, Any]:
+def wait_frames(client: Client, job_id: str, frames: int, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.job(job_id)
