@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -41,6 +44,24 @@ class Client:
     def result(self, job_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/jobs/{job_id}/result")
 
+    def download(self, url: str, path: Path) -> None:
+        """Stream a result file's presigned URL into ``path`` (via ``path.part``, so no torn file is left).
+
+        No API key is sent: the URL carries its own signature, and S3 refuses a request with two.
+        """
+        partial = path.with_name(path.name + ".part")
+        try:
+            with (
+                urllib.request.urlopen(urljoin(self.base_url + "/", url), timeout=self._timeout) as response,
+                partial.open("wb") as out,
+            ):
+                shutil.copyfileobj(response, out, 1 << 20)
+            partial.replace(path)
+        except urllib.error.HTTPError as e:
+            raise _error(e) from e
+        finally:
+            partial.unlink(missing_ok=True)
+
     def wait(
         self,
         job_id: str,
@@ -72,9 +93,13 @@ class Client:
                 answer: dict[str, Any] = json.loads(response.read())
                 return answer
         except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                error_body = json.loads(raw)
-            except ValueError:
-                error_body = raw.decode(errors="replace")
-            raise ClientError(e.code, error_body) from e
+            raise _error(e) from e
+
+
+def _error(e: urllib.error.HTTPError) -> ClientError:
+    raw = e.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = raw.decode(errors="replace")
+    return ClientError(e.code, body)
