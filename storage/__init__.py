@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from storage.base import (
     ObjectNotFoundError,
@@ -14,14 +15,19 @@ from storage.base import (
 from storage.local import LocalStore, load_or_create_signing_key
 from storage.settings import StorageSettings
 
+if TYPE_CHECKING:
+    from storage.s3 import S3Store
+
 __all__ = [
     "ObjectNotFoundError",
     "ObjectStore",
     "PresignedUrl",
+    "S3Lister",
     "S3Reader",
     "StorageError",
     "StorageSettings",
     "StorageUnavailableError",
+    "make_s3_lister",
     "make_s3_reader",
     "make_store",
 ]
@@ -30,9 +36,7 @@ __all__ = [
 def make_store(settings: StorageSettings) -> ObjectStore:
     """The backend ``settings`` names. The local one creates its root and signing key; s3 connects lazily."""
     if settings.backend == "s3":
-        from storage.s3 import S3Store, make_s3_client, make_transfer_config  # boto3 only when used
-
-        return S3Store(make_s3_client(settings), settings.s3_bucket, make_transfer_config(settings))
+        return _s3_store(settings)
     return LocalStore(settings.dir, settings.public_url, load_or_create_signing_key(settings.dir))
 
 
@@ -47,9 +51,7 @@ def make_s3_reader(settings: StorageSettings) -> S3Reader | None:
     """
     if settings.backend != "s3":
         return None
-    from storage.s3 import S3Store, make_s3_client, make_transfer_config
-
-    store = S3Store(make_s3_client(settings), settings.s3_bucket, make_transfer_config(settings))
+    store = _s3_store(settings)
     readable = settings.readable_buckets
 
     def read(bucket: str, key: str, max_bytes: int) -> bytes:
@@ -58,3 +60,29 @@ def make_s3_reader(settings: StorageSettings) -> S3Reader | None:
         return store.for_bucket(bucket).get(key, max_bytes)
 
     return read
+
+
+S3Lister = Callable[[str, str], Iterator[tuple[str, int]]]
+"""(bucket, prefix) → (key, size) pairs, in key order, for ``s3://bucket/prefix`` batch inputs."""
+
+
+def make_s3_lister(settings: StorageSettings) -> S3Lister | None:
+    """A lister limited to ``s3_read_buckets``, like :func:`make_s3_reader`; None without the s3 backend."""
+    if settings.backend != "s3":
+        return None
+    store = _s3_store(settings)
+    readable = settings.readable_buckets
+
+    def list_keys(bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
+        if bucket not in readable:  # refused on the call, before any iteration, like a missing object
+            raise ObjectNotFoundError(f"s3://{bucket}/{prefix}")
+        return store.for_bucket(bucket).list_keys(prefix)
+
+    return list_keys
+
+
+def _s3_store(settings: StorageSettings) -> S3Store:
+    """The results bucket's S3Store; boto3 is imported only when the s3 backend is used."""
+    from storage.s3 import S3Store, make_s3_client, make_transfer_config
+
+    return S3Store(make_s3_client(settings), settings.s3_bucket, make_transfer_config(settings))

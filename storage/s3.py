@@ -92,6 +92,19 @@ class S3Store:
                 deleted += len(objects)
         return deleted
 
+    def list_keys(self, prefix: str, page_size: int = 1000) -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of every object under ``prefix`` in key order, one ListObjectsV2 page of ``page_size``
+        keys at a time; directory markers (keys ending in "/") are skipped. A missing bucket is a StorageError, not
+        an ObjectNotFoundError: a misconfiguration rather than a prefix with nothing under it."""
+        with _translated(self._bucket, prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(Bucket=self._bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key: str = item["Key"]
+                    if not key.endswith("/"):
+                        yield key, int(item["Size"])
+
     def presign_get(self, key: str, expires_in: int) -> PresignedUrl:
         expires_at = datetime.now(tz=UTC) + timedelta(seconds=expires_in)
         with _translated(self._bucket, key):

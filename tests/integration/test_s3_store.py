@@ -5,6 +5,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -12,8 +13,15 @@ from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
 from api.embedded import free_port
-from storage import ObjectNotFoundError, StorageError, StorageSettings, StorageUnavailableError, make_store
-from storage.s3 import S3Store, _translated, make_s3_client
+from storage import (
+    ObjectNotFoundError,
+    StorageError,
+    StorageSettings,
+    StorageUnavailableError,
+    make_s3_lister,
+    make_store,
+)
+from storage.s3 import S3Store, _translated, make_s3_client, make_transfer_config
 from tests.support.moto_server import moto_s3_server
 
 pytestmark = pytest.mark.integration
@@ -143,8 +151,9 @@ def test_missing_bucket_is_not_a_missing_key(store: S3Store) -> None:
         lambda store: store.size("t1/uploads/u1"),
         lambda store: store.put("t1/uploads/u1", b"x"),
         lambda store: store.delete_prefix("t1/"),
+        lambda store: list(store.list_keys("t1/")),
     ],
-    ids=["ping", "get", "size", "put", "delete_prefix"],
+    ids=["ping", "get", "size", "put", "delete_prefix", "list_keys"],
 )
 def test_unreachable_endpoint_is_unavailable(operation: Any) -> None:
     settings = s3_settings(f"http://127.0.0.1:{free_port()}", connect_timeout=1.0, read_timeout=1.0, max_retries=0)
@@ -173,3 +182,73 @@ def test_server_errors_map_to_storage_errors(code: str, status: int, expected: t
         raise error
     assert type(raised.value) is expected
     assert raised.value.__cause__ is error
+
+
+def _put_many(client: Any, bucket: str, objects: dict[str, bytes]) -> None:
+    with ThreadPoolExecutor(8) as pool:  # in parallel: one by one, a few hundred puts to moto take seconds
+        list(pool.map(lambda item: client.put_object(Bucket=bucket, Key=item[0], Body=item[1]), objects.items()))
+
+
+def test_list_keys_pages_through_every_key_once_in_order(client: Any, settings: StorageSettings) -> None:
+    listed_pages: list[int] = []
+    client.meta.events.register(
+        "after-call.s3.ListObjectsV2", lambda parsed, **_: listed_pages.append(parsed["KeyCount"])
+    )
+    store = S3Store(client, settings.s3_bucket, make_transfer_config(settings))
+    objects = {f"in/frame-{i:04d}.jpg": b"x" * (i % 7) for i in reversed(range(250))}
+    objects |= {"in/": b"", "in/sub/": b"", "in/sub/z.png": b"zz", "im/a.jpg": b"a", "inbox/b.jpg": b"b"}
+    _put_many(client, settings.s3_bucket, objects)
+
+    listed = list(store.list_keys("in/", page_size=100))
+
+    expected = sorted((key, len(data)) for key, data in objects.items() if key.startswith("in/") and key[-1] != "/")
+    assert listed == expected
+    assert len(listed) == 251 and listed[-1] == ("in/sub/z.png", 2)
+    assert listed_pages == [100, 100, 53]  # the markers are listed by S3 and skipped here
+
+
+def test_list_keys_prefix_is_a_plain_string_prefix(store: S3Store, client: Any, settings: StorageSettings) -> None:
+    keys = ["cats/a.jpg", "cats/b/c.jpg", "cats-old/d.jpg", "dogs/e.jpg", "cats.txt"]
+    _put_many(client, settings.s3_bucket, {key: key.encode() for key in keys})
+    assert [key for key, _ in store.list_keys("cats/")] == ["cats/a.jpg", "cats/b/c.jpg"]
+    assert [key for key, _ in store.list_keys("cats")] == ["cats-old/d.jpg", "cats.txt", "cats/a.jpg", "cats/b/c.jpg"]
+    assert [key for key, _ in store.list_keys("")] == sorted(keys)
+    assert list(store.list_keys("birds/")) == []
+
+
+def test_list_keys_skips_directory_markers(store: S3Store, client: Any, settings: StorageSettings) -> None:
+    _put_many(client, settings.s3_bucket, {"in/": b"", "in/a/": b"", "in/a/b/": b"", "in/a/b/x.jpg": b"xyz"})
+    assert list(store.list_keys("in/")) == [("in/a/b/x.jpg", 3)]
+    assert list(store.list_keys("in/a/b/")) == [("in/a/b/x.jpg", 3)]
+
+
+def test_list_keys_of_an_empty_bucket_or_prefix(store: S3Store) -> None:
+    assert list(store.list_keys("")) == []
+    assert list(store.list_keys("in/")) == []
+
+
+def test_list_keys_of_a_missing_bucket_is_not_an_empty_listing(store: S3Store) -> None:
+    listing = store.for_bucket(f"missing-{uuid.uuid4().hex[:12]}").list_keys("in/")
+    with pytest.raises(StorageError) as raised:
+        list(listing)
+    assert not isinstance(raised.value, ObjectNotFoundError)
+
+
+def test_lister_reads_only_the_read_buckets(endpoint: str, client: Any, settings: StorageSettings) -> None:
+    media = f"media-{uuid.uuid4().hex[:12]}"
+    unlisted = f"other-{uuid.uuid4().hex[:12]}"
+    for bucket in (media, unlisted):
+        client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key="in/a.jpg", Body=b"abc")
+    client.put_object(Bucket=settings.s3_bucket, Key="t1/jobs/j1/result.json", Body=b"{}")
+    lister = make_s3_lister(
+        s3_settings(endpoint, s3_bucket=settings.s3_bucket, s3_read_buckets=[media, settings.s3_bucket])
+    )
+    assert lister is not None
+
+    assert list(lister(media, "in/")) == [("in/a.jpg", 3)]
+    assert list(lister(media, "out/")) == []
+    for refused in (unlisted, settings.s3_bucket):  # the results bucket is never readable, even when named
+        with pytest.raises(ObjectNotFoundError):
+            lister(refused, "")  # on the call itself, before any iteration
+    assert make_s3_lister(StorageSettings(backend="local")) is None
