@@ -75,6 +75,8 @@ class Encoder(Protocol[E_co]):
 
     def encode(self, image: np.ndarray) -> E_co: ...
 
+    def encode_batch(self, images: Sequence[np.ndarray]) -> Sequence[E_co]: ...
+
 
 class ImageRunner(Encoder[ImageEmbedding], Protocol):
     """Visual prompts → masks (``Sam2ImageRunner``, ``Sam3TrackerRunner``)."""

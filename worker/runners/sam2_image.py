@@ -150,6 +150,31 @@ class Sam2ImageRunner:
             self._predictor.reset_predictor()
         return ImageEmbedding.create(features, (int(image.shape[0]), int(image.shape[1])))
 
+    def encode_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[ImageEmbedding]:
+        """Run the image encoder once on several (H, W, 3) uint8 RGB images (sizes may differ): one embedding each.
+
+        One ``set_image_batch`` call, its features split per image (batch dim 1 kept, copied so that an embedding
+        does not hold the whole batch's tensors). Each embedding has the shapes :meth:`encode` gives; its values
+        agree with :meth:`encode` up to float rounding (batched kernels may round differently).
+        """
+        check_images(images)
+        try:
+            with self._inference():
+                self._predictor.set_image_batch(list(images))
+                image_embed = self._predictor._features["image_embed"]
+                high_res_feats = list(self._predictor._features["high_res_feats"])
+                orig_hw = list(self._predictor._orig_hw)
+                embeddings = []
+                for i, (height, width) in enumerate(orig_hw):
+                    features: Sam2Features = {
+                        "image_embed": image_embed[i : i + 1].clone(),
+                        "high_res_feats": [t[i : i + 1].clone() for t in high_res_feats],
+                    }
+                    embeddings.append(ImageEmbedding.create(features, (int(height), int(width))))
+        finally:
+            self._predictor.reset_predictor()
+        return embeddings
+
     def predict(
         self,
         embedding: ImageEmbedding,
@@ -227,6 +252,15 @@ class Sam2ImageRunner:
         self._predictor._orig_hw = [embedding.orig_hw]
         self._predictor._is_image_set = True
         self._predictor._is_batch = False
+
+
+def check_images(images: Sequence[npt.NDArray[np.uint8]]) -> None:
+    """A batch to encode: at least one image, each (H, W, 3) uint8 RGB (shared by the image runners)."""
+    if not images:
+        raise ValueError("at least one image is needed")
+    for index, image in enumerate(images):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image {index} must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
 
 
 def check_prompt(index: int, prompt: VisualPrompt, height: int, width: int, low_res_size: int) -> None:

@@ -43,7 +43,7 @@ import torch
 
 from worker import torchvision_compat
 from worker.results import _expect
-from worker.runners.sam2_image import check_box
+from worker.runners.sam2_image import check_box, check_images
 from worker.runners.sam3 import (
     DEFAULT_RANDOM_IMAGE_SIZE,
     PATCH_SIZE,
@@ -235,6 +235,22 @@ class Sam3ConceptRunner:
         with inference(self.device):
             vision = self._model.get_vision_features(pixel_values=pixel_values)
         return Sam3Embedding.create(vision.fpn_hidden_states, (int(image.shape[0]), int(image.shape[1])))
+
+    def encode_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Sam3Embedding]:
+        """Run the vision encoder once on several (H, W, 3) uint8 RGB images (sizes may differ): one embedding each.
+
+        One processor call and one ``get_vision_features`` call on the stacked pixel values, the maps split per
+        image (batch dim 1 kept, copied so that an embedding does not hold the whole batch's tensors).
+        """
+        check_images(images)
+        pixel_values = self._processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.device)
+        with inference(self.device):
+            vision = self._model.get_vision_features(pixel_values=pixel_values)
+            per_image = [[t[i : i + 1].clone() for t in vision.fpn_hidden_states] for i in range(len(images))]
+        return [
+            Sam3Embedding.create(maps, (int(image.shape[0]), int(image.shape[1])))
+            for image, maps in zip(images, per_image, strict=True)
+        ]
 
     def detect(
         self,

@@ -25,7 +25,7 @@ import torch
 
 from worker import torchvision_compat
 from worker.results import InstanceMasks, boxes_from_masks
-from worker.runners.sam2_image import ImageEmbedding, Sam2Features, VisualPrompt, check_prompt
+from worker.runners.sam2_image import ImageEmbedding, Sam2Features, VisualPrompt, check_images, check_prompt
 from worker.runners.sam3 import (
     DEFAULT_RANDOM_IMAGE_SIZE,
     build_random,
@@ -86,6 +86,23 @@ class Sam3TrackerRunner:
             maps = list(self._model.get_image_embeddings(pixel_values))
         features: Sam2Features = {"image_embed": maps[-1], "high_res_feats": maps[:-1]}
         return ImageEmbedding.create(features, (int(image.shape[0]), int(image.shape[1])))
+
+    def encode_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[ImageEmbedding]:
+        """Run the image encoder once on several (H, W, 3) uint8 RGB images (sizes may differ): one embedding each.
+
+        One processor call and one ``get_image_embeddings`` call on the stacked pixel values, the maps split per
+        image (batch dim 1 kept, copied so that an embedding does not hold the whole batch's tensors).
+        """
+        check_images(images)
+        pixel_values = self._processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.device)
+        with inference(self.device):
+            maps = list(self._model.get_image_embeddings(pixel_values))
+            per_image = [[t[i : i + 1].clone() for t in maps] for i in range(len(images))]
+        embeddings = []
+        for image, image_maps in zip(images, per_image, strict=True):
+            features: Sam2Features = {"image_embed": image_maps[-1], "high_res_feats": image_maps[:-1]}
+            embeddings.append(ImageEmbedding.create(features, (int(image.shape[0]), int(image.shape[1]))))
+        return embeddings
 
     def predict(
         self,
