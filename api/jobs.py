@@ -21,7 +21,20 @@ from tasks.dispatch import enqueue
 from tasks.egress import check_url
 from tasks.errors import BrokerUnavailableError, MediaFetchError, MediaNotFoundError, UrlRefusedError
 from tasks.jobs import IllegalTransitionError, Job, JobStatus, new_job
-from tasks.specs import Base64Image, ConceptSpec, JobSpec, S3Image, SegmentSpec, TrackSpec, UploadImage, UrlImage
+from tasks.specs import (
+    Base64Image,
+    BatchSpec,
+    ConceptSpec,
+    JobSpec,
+    ManifestInputs,
+    PrefixInputs,
+    S3Image,
+    SegmentSpec,
+    TrackSpec,
+    UploadImage,
+    UrlImage,
+    item_spec,
+)
 from tasks.store import Idempotency, IdempotencyKeyReusedError, InvalidCursorError, QuotaExceededError
 from tasks.uploads import Upload
 from tasks.views import job_object
@@ -196,7 +209,9 @@ def _parse_spec(body: Any) -> JobSpec:
 def _admit(spec: JobSpec) -> JobSpec:
     """Checks that need the server's state; an inline base64 image becomes an upload (messages carry no bytes)."""
     svc = services()
-    if isinstance(spec, TrackSpec):
+    if isinstance(spec, BatchSpec):
+        _check_batch(spec)
+    elif isinstance(spec, TrackSpec):
         _check_media("video", spec.video)
         if spec.detections is not None:
             _check_media("detections", spec.detections)
@@ -220,6 +235,34 @@ def _admit(spec: JobSpec) -> JobSpec:
     return spec
 
 
+def _check_batch(spec: BatchSpec) -> None:
+    """The inputs are readable, and each listed item makes a valid job with the template (422 names the item)."""
+    inputs = spec.inputs
+    if isinstance(inputs, PrefixInputs):
+        bucket, _ = inputs.bucket_and_prefix
+        _check_bucket("inputs.s3_prefix", bucket)
+    elif isinstance(inputs, ManifestInputs):
+        _check_media("inputs.manifest", inputs.manifest)
+    else:
+        for i, item in enumerate(inputs.items):
+            _check_media(f"inputs.items.{i}", item.media)
+            if item.detections is not None:
+                _check_media(f"inputs.items.{i}.detections", item.detections)
+            try:
+                item_spec(spec.template, item)
+            except ValidationError as e:
+                details = [
+                    d | {"field": f"inputs.items.{i}.{d['field']}"} for d in validation_details(e, spec.template.type)
+                ]
+                message = f"inputs.items.{i} does not make a valid {spec.template.type} job with the template"
+                raise ApiError(422, "validation_error", message, details) from e
+
+
+def _check_bucket(field: str, bucket: str) -> None:
+    if bucket not in services().storage.readable_buckets:
+        raise _invalid(field, f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)")
+
+
 def _check_media(field: str, ref: object) -> Upload | None:
     """The reference names a media file the worker may read: a known upload (returned), an allowed URL or bucket."""
     svc = services()
@@ -231,11 +274,7 @@ def _check_media(field: str, ref: object) -> Upload | None:
     if isinstance(ref, UrlImage):
         _check_url(f"{field}.url", ref.url)
     elif isinstance(ref, S3Image):
-        bucket = ref.s3.removeprefix("s3://").split("/", 1)[0]
-        if bucket not in svc.storage.readable_buckets:
-            raise _invalid(
-                f"{field}.s3", f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)"
-            )
+        _check_bucket(f"{field}.s3", ref.s3.removeprefix("s3://").split("/", 1)[0])
     return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from tasks.names import DELIVER_WEBHOOK_TASK, PING_TASK, RUN_JOB_TASK
+from tasks.names import DELIVER_WEBHOOK_TASK, FINALIZE_BATCH_TASK, PING_TASK, RUN_JOB_TASK, RUN_SHARD_TASK
 from tasks.pipeline import execute
 
 
@@ -14,6 +14,28 @@ def run_job(job_id: str) -> None:
     from worker.runtime import runtime  # per child process, built on first use (never in the Celery parent)
 
     execute(job_id, runtime())
+
+
+@shared_task(name=RUN_SHARD_TASK, ignore_result=True)
+def run_shard(job_id: str, shard: int) -> None:
+    """Run one shard of a batch's items (``tasks.batch``); the shard completing the batch finalizes it."""
+    from tasks.batch import run_shard as run
+    from worker.runtime import runtime
+
+    rt = runtime()
+    assert rt.batch is not None
+    run(job_id, shard, rt, rt.batch)
+
+
+@shared_task(name=FINALIZE_BATCH_TASK, ignore_result=True)
+def finalize_batch(job_id: str) -> None:
+    """Finalize a batch whose finalizer was lost (sent by the reconcile pass)."""
+    from tasks.batch import finalize
+    from worker.runtime import runtime
+
+    rt = runtime()
+    assert rt.batch is not None
+    finalize(job_id, rt, rt.batch)
 
 
 @shared_task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)

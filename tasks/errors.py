@@ -169,3 +169,33 @@ class TooManyObjectsError(PermanentError):
     """Tracking would follow more objects at once than the worker's ``max_track_objects``."""
 
     code = "too_many_objects"
+
+
+class InvalidManifestError(PermanentError):
+    """A batch manifest line is not a valid item (the message names the line)."""
+
+    code = "invalid_manifest"
+
+
+class InvalidItemError(PermanentError):
+    """A batch item does not make a valid job with the batch's template (e.g. no prompts anywhere)."""
+
+    code = "invalid_item"
+
+
+class EmptyBatchError(PermanentError):
+    """A batch's inputs hold no item (an empty prefix, an empty manifest)."""
+
+    code = "empty_batch"
+
+
+class BatchTooLargeError(PermanentError):
+    """A batch's inputs hold more items than the server takes in one batch."""
+
+    code = "batch_too_large"
+
+
+class FailureRateExceededError(PermanentError):
+    """More of the batch's items failed than its ``max_failure_rate`` allows."""
+
+    code = "failure_rate_exceeded"

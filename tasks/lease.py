@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 import redis
@@ -28,16 +29,24 @@ class LeaseLostError(Exception):
 
 
 class Lease:
-    """Renews the lease of ``attempt`` every ``interval`` seconds while the block runs."""
+    """Renews a lease every ``interval`` seconds while the block runs (a job's attempt, or a batch shard).
 
-    def __init__(self, store: JobStore, job_id: str, attempt: int, interval: float) -> None:
-        self._store = store
+    ``renew`` returns False once the lease is gone (fenced off); ``canceled`` says whether the work must stop.
+    """
+
+    def __init__(self, job_id: str, renew: Callable[[], bool], canceled: Callable[[], bool], interval: float) -> None:
         self._job_id = job_id
-        self._attempt = attempt
+        self._renew_once = renew
+        self._canceled = canceled
         self._interval = interval
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id}", daemon=True)
+
+    @classmethod
+    def of_attempt(cls, store: JobStore, job_id: str, attempt: int, interval: float) -> Lease:
+        """The lease of a job's running attempt."""
+        return cls(job_id, lambda: store.heartbeat(job_id, attempt), lambda: store.cancel_requested(job_id), interval)
 
     def __enter__(self) -> Lease:
         self._thread.start()
@@ -50,19 +59,19 @@ class Lease:
         self._thread.join()
 
     def checkpoint(self) -> None:
-        """Raise JobCanceledError or LeaseLostError when the job should stop here.
+        """Raise JobCanceledError or LeaseLostError when the work should stop here.
 
-        Cheap on purpose (one EXISTS): a fenced attempt that slips past it is still refused at its final write.
+        Cheap on purpose (one round trip): a fenced attempt that slips past it is still refused at its final write.
         """
         if self._lost.is_set():
             raise LeaseLostError(self._job_id)
-        if self._store.cancel_requested(self._job_id):
+        if self._canceled():
             raise JobCanceledError(self._job_id)
 
     def _renew(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                if not self._store.heartbeat(self._job_id, self._attempt):
+                if not self._renew_once():
                     self._lost.set()
                     return
             except redis.RedisError:

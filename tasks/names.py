@@ -21,16 +21,20 @@ class Queue(StrEnum):
 RUN_JOB_TASK = "samq.run_job"
 PING_TASK = "samq.ping"
 DELIVER_WEBHOOK_TASK = "samq.deliver_webhook"
+RUN_SHARD_TASK = "samq.run_shard"
+FINALIZE_BATCH_TASK = "samq.finalize_batch"
 
-JOB_TYPES = ("segment", "embed", "concept", "track")
+JOB_TYPES = ("segment", "embed", "concept", "track", "batch")
 SAM3_MODEL = "sam3"
 
 
 def queue_for(job_type: str, model: str) -> Queue:
     """Video has its own queue (minutes per job); SAM3 image jobs have theirs, so SAM3 workers can be sized (and
-    placed) apart from SAM2 workers."""
+    placed) apart from SAM2 workers. A batch (its expansion, then its shards) runs on ``bulk``."""
     if job_type == "track":
         return Queue.VIDEO
+    if job_type == "batch":
+        return Queue.BULK
     if model == SAM3_MODEL:
         return Queue.SAM3
     return Queue.INTERACTIVE

@@ -34,13 +34,15 @@ def write_segment_result(
     image_hw: tuple[int, int],
     image_id: str,
     embedding_source: str,
+    keep_logits: bool = True,
 ) -> JobResult:
     instances, files = _instances(objects, job, spec.output.formats, masks.masks, masks.boxes, masks.scores)
     for instance, prompt_index in zip(instances, masks.prompt_index.tolist(), strict=True):
         instance["prompt_index"] = prompt_index
-    logits = io.BytesIO()
-    np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
-    files.append(_write(objects, job, LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
+    if keep_logits:
+        logits = io.BytesIO()
+        np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
+        files.append(_write(objects, job, LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
     files.append(_write_json(objects, job, _document(image_hw, image_id, instances)))
     summary = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
     return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)

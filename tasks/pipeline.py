@@ -30,9 +30,21 @@ from tasks.errors import (
 )
 from tasks.jobs import Job, JobResult
 from tasks.lease import JobCanceledError, Lease, LeaseLostError
-from tasks.media import MediaSource
 from tasks.outputs import LOW_RES_LOGITS, write_concept_result, write_embed_result, write_segment_result
-from tasks.specs import CachedImage, ConceptSpec, EmbedSpec, ImageRef, Prompt, SegmentSpec, TrackSpec
+from tasks.specs import (
+    Base64Image,
+    BatchSpec,
+    CachedImage,
+    ConceptSpec,
+    EmbedSpec,
+    ImageRef,
+    Prompt,
+    S3Image,
+    SegmentSpec,
+    TrackSpec,
+    UploadImage,
+    UrlImage,
+)
 from tasks.store import JobStore
 from tasks.track_results import TrackResults
 from tasks.tracking import TrackContext, TrackLimits, run_track
@@ -43,6 +55,7 @@ from worker.runners.sam2_image import ImageEmbedding, VisualPrompt
 from worker.runners.video import VideoTracker
 
 if TYPE_CHECKING:  # the concept runner pulls in transformers: imported where it runs
+    from tasks.batch_store import BatchContext
     from worker.runners.sam3_concept import ConceptInstances, ConceptQuery, Sam3Embedding
 
 log = logging.getLogger(__name__)
@@ -97,6 +110,12 @@ class ConceptRunner(Encoder["Sam3Embedding"], Protocol):
     ) -> ConceptInstances: ...
 
 
+class Media(Protocol):
+    """Media references → bytes (``tasks.media.MediaSource``)."""
+
+    def fetch(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> bytes: ...
+
+
 class ModelSource(Protocol):
     def get(self, model_id: str) -> ImageRunner: ...
 
@@ -115,7 +134,7 @@ class Runtime:
 
     store: JobStore
     objects: ObjectStore
-    media: MediaSource
+    media: Media
     models: ModelSource
     embeddings: EmbeddingCache[Embedding]
     resend: Resend
@@ -125,6 +144,8 @@ class Runtime:
     retry_backoff: float
     timeout_error: type[BaseException] = field(default=TimeoutError)
     track: TrackLimits = field(default_factory=TrackLimits)
+    batch: BatchContext | None = None
+    """Batch jobs' Redis state and shard sending (None where no batch runs, e.g. unit tests)."""
 
 
 Checkpoint = Callable[[], None]
@@ -140,7 +161,8 @@ def execute(job_id: str, rt: Runtime) -> None:
         return
     attempt = job.attempts
     log.info("job %s: attempt %d started", job_id, attempt)
-    with Lease(rt.store, job_id, attempt, rt.lease_interval) as lease:
+    handed_off = False
+    with Lease.of_attempt(rt.store, job_id, attempt, rt.lease_interval) as lease:
         try:
             result = run(job, rt, lease.checkpoint)
         except JobCanceledError as e:
@@ -159,8 +181,12 @@ def execute(job_id: str, rt: Runtime) -> None:
             log.exception("job %s: unexpected error", job_id)
             rt.store.fail(job_id, attempt, SamqError("internal error while running the job; see the worker log"))
         else:
-            if not rt.store.succeed(job_id, attempt, result):
+            if result is None:
+                handed_off = True
+            elif not rt.store.succeed(job_id, attempt, result):
                 log.warning("job %s: attempt %d finished but was fenced off", job_id, attempt)
+    if handed_off:  # a fanned-out batch stays running: its shards' reconcile watches it, not the reaper
+        rt.store.hand_off(job_id)
 
 
 def _retry_or_fail(job: Job, error: TransientError, rt: Runtime) -> None:
@@ -172,14 +198,21 @@ def _retry_or_fail(job: Job, error: TransientError, rt: Runtime) -> None:
         rt.store.fail(job.id, job.attempts, error)
 
 
-def run(job: Job, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+def run(job: Job, rt: Runtime, checkpoint: Checkpoint) -> JobResult | None:
+    """The job's result; None for a batch, whose attempt only fans out (its shards finish it)."""
     spec = job.spec
+    if isinstance(spec, BatchSpec):
+        from tasks.batch import expand  # tasks.batch builds on this module
+
+        assert rt.batch is not None, "batch jobs need Runtime.batch"
+        expand(job, spec, rt, rt.batch, checkpoint)
+        return None
     if isinstance(spec, SegmentSpec):
         return run_segment(job, spec, rt, checkpoint)
     if isinstance(spec, ConceptSpec):
         return run_concept(job, spec, rt, checkpoint)
     if isinstance(spec, TrackSpec):
-        return run_track(job, spec, _track_context(job, spec, rt), checkpoint)
+        return run_track(job, spec, track_context(job, spec, rt), checkpoint)
     return run_embed(job, spec, rt, checkpoint)
 
 
@@ -203,7 +236,10 @@ def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) ->
     return write_embed_result(rt.objects, job, got.image_id, got.embedding.orig_hw, got.source)
 
 
-def run_segment(job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+def run_segment(
+    job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint, keep_logits: bool = True
+) -> JobResult:
+    """``keep_logits``: also store the low-res logits that a later ``mask_input`` refines (not for batch items)."""
     started = time.perf_counter()
     runner = rt.models.get(spec.model.value)
     got = _obtain(job, spec.image, spec.model.value, runner, _image_embedding(runner), rt, checkpoint)
@@ -213,7 +249,9 @@ def run_segment(job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint
     masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks)
     decode_ms = (time.perf_counter() - decode_started) * 1000
     checkpoint()
-    result = write_segment_result(rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source)
+    result = write_segment_result(
+        rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, keep_logits=keep_logits
+    )
     result.summary["timings"] = {
         "model_ms": round(got.encode_ms + decode_ms, 3),
         "total_ms": round((time.perf_counter() - started) * 1000, 3),  # the worker's whole job, writes included
@@ -255,7 +293,7 @@ def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint
     return result
 
 
-def _track_context(job: Job, spec: TrackSpec, rt: Runtime) -> TrackContext:
+def track_context(job: Job, spec: TrackSpec, rt: Runtime) -> TrackContext:
     limits = rt.track
 
     def results(clock: Callable[[int], tuple[int, float]], polygons: bool) -> TrackResults:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,12 @@ class QueueSettings(BaseSettings):
     track_soft_time_limit_seconds: int = 6 * 3600
     """``track`` jobs (minutes to hours of video) get their own limits; a job past them fails with ``timeout``."""
     track_hard_time_limit_seconds: int = 6 * 3600 + 300
+    batch_shard_size: int = Field(default=16, ge=1, le=256)
+    """Images per shard of a batch (one task on the ``bulk`` queue) unless the batch sets ``shard_size``."""
+    batch_encode_size: int = Field(default=8, ge=1, le=64)
+    """Images of a shard that go through the image encoder in one call; 1 encodes them one by one."""
+    batch_max_items: int = Field(default=100_000, ge=1)
+    """Most items one batch may hold (``batch_too_large`` above)."""
     retry_backoff_seconds: float = 2.0
     """Base delay before a transient failure is retried (doubles per attempt)."""
     allow_private_urls: str = ""

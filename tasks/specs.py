@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 MAX_PROMPTS_PER_JOB = 64
 MAX_POINTS_PER_PROMPT = 64
@@ -157,8 +157,9 @@ class Webhook(Spec):
 Metadata = Annotated[dict[str, Any], Field(default_factory=dict, description="Client JSON, echoed (≤16 KiB).")]
 
 
-class JobSpecBase(Spec):
-    model: ModelId = ModelId.SAM2_1_TINY
+class JobFields(Spec):
+    """What every job carries besides its work: the client's metadata and webhook."""
+
     metadata: Metadata
     webhook: Webhook | None = None
 
@@ -177,8 +178,10 @@ class JobSpecBase(Spec):
         return metadata
 
 
-class ImageJobSpec(JobSpecBase):
-    """Base of the jobs on one image with a visual-prompt model."""
+class ImageModel(Spec):
+    """The model of a job on one image with visual prompts."""
+
+    model: ModelId = ModelId.SAM2_1_TINY
 
     @field_validator("model")
     @classmethod
@@ -188,18 +191,24 @@ class ImageJobSpec(JobSpecBase):
         return model
 
 
-class SegmentSpec(ImageJobSpec):
-    """SAM2 on one image with visual prompts; each prompt yields one instance."""
+class SegmentTemplate(ImageModel):
+    """A segment job without its image: a batch applies it to many (items may bring their own prompts)."""
 
     type: Literal["segment"]
-    image: ImageRef
-    prompts: Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS_PER_JOB)]
+    prompts: Annotated[list[Prompt], Field(default_factory=list, max_length=MAX_PROMPTS_PER_JOB)]
     multimask_output: bool = True
     return_all_masks: bool = False
     output: Annotated[OutputOptions, Field(default_factory=OutputOptions)]
 
 
-class EmbedSpec(ImageJobSpec):
+class SegmentSpec(SegmentTemplate, JobFields):
+    """SAM2 on one image with visual prompts; each prompt yields one instance."""
+
+    image: ImageRef
+    prompts: Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS_PER_JOB)]
+
+
+class EmbedSpec(ImageModel, JobFields):
     """Compute and cache the image embedding so later segment jobs on the same image skip the encoder."""
 
     type: Literal["embed"]
@@ -233,13 +242,12 @@ class ConceptPrompt(Spec):
         return self
 
 
-class ConceptSpec(JobSpecBase):
-    """SAM3 open-vocabulary segmentation: every instance of each phrase (or exemplar), one image encode for all."""
+class ConceptTemplate(Spec):
+    """A concept job without its image: a batch applies it to many (items may bring their own prompts)."""
 
     type: Literal["concept"]
     model: Literal[ModelId.SAM3] = ModelId.SAM3
-    image: ImageRef
-    prompts: Annotated[list[ConceptPrompt], Field(min_length=1, max_length=MAX_CONCEPT_PROMPTS)]
+    prompts: Annotated[list[ConceptPrompt], Field(default_factory=list, max_length=MAX_CONCEPT_PROMPTS)]
     threshold: Threshold = 0.5
     """Keep detections scoring at least this (per-prompt ``threshold`` overrides it)."""
     max_detections: Annotated[int, Field(ge=1, le=MAX_DETECTIONS)] = 100
@@ -247,6 +255,13 @@ class ConceptSpec(JobSpecBase):
     nms_iou: Annotated[float, Field(gt=0, le=1)] | None = None
     """Drop an instance whose mask overlaps a better-scoring one (any prompt) by more than this IoU."""
     output: Annotated[OutputOptions, Field(default_factory=OutputOptions)]
+
+
+class ConceptSpec(ConceptTemplate, JobFields):
+    """SAM3 open-vocabulary segmentation: every instance of each phrase (or exemplar), one image encode for all."""
+
+    image: ImageRef
+    prompts: Annotated[list[ConceptPrompt], Field(min_length=1, max_length=MAX_CONCEPT_PROMPTS)]
 
 
 def _deeper_than(value: Any, levels: int) -> bool:
@@ -310,23 +325,29 @@ class TrackOutput(Spec):
         return formats
 
 
-class TrackSpec(JobSpecBase):
-    """Video object tracking: seeded objects (SAM2, ``sam3_tracker``) or every instance of text concepts (``sam3``)."""
+class TrackTemplate(Spec):
+    """A track job without its video: a batch applies it to many (items may bring their own objects and
+    detections)."""
 
     type: Literal["track"]
     model: ModelId = ModelId.SAM2_1_SMALL
-    video: MediaRef
     objects: Annotated[list[TrackObject], Field(default_factory=list, max_length=MAX_TRACK_OBJECTS)]
     concepts: Annotated[list[Phrase], Field(default_factory=list, max_length=MAX_CONCEPTS)]
     prompt_mode: PromptMode = "first_frame"
     every_n: Annotated[int, Field(ge=1, le=100_000)] = 10
     """``every_n_frames``: re-seed from the detections on every n-th processed frame."""
-    detections: MediaRef | None = None
-    """JSONL, one line per frame: ``{"frame": i, "boxes": [{"x0", "y0", "x1", "y1", "label", "score"}]}``."""
     frames: Annotated[FrameRange, Field(default_factory=FrameRange)]
     max_fps: Annotated[float, Field(gt=0, le=1000)] | None = None
     """Process at most this many frames per second of video (by timestamps: variable frame rate is fine)."""
     output: Annotated[TrackOutput, Field(default_factory=TrackOutput)]
+
+
+class TrackSpec(TrackTemplate, JobFields):
+    """Video object tracking: seeded objects (SAM2, ``sam3_tracker``) or every instance of text concepts (``sam3``)."""
+
+    video: MediaRef
+    detections: MediaRef | None = None
+    """JSONL, one line per frame: ``{"frame": i, "boxes": [{"x0", "y0", "x1", "y1", "label", "score"}]}``."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TrackSpec:
@@ -357,4 +378,108 @@ class TrackSpec(JobSpecBase):
         return self
 
 
-JobSpec = Annotated[SegmentSpec | EmbedSpec | ConceptSpec | TrackSpec, Field(discriminator="type")]
+MAX_BATCH_ITEMS_INLINE = 1000
+"""Items listed in the request itself; more go in an uploaded manifest (``inputs.manifest``)."""
+MAX_SHARD_SIZE = 256
+
+
+class BatchItem(Spec):
+    """One input of a batch: exactly one media reference (``url``, ``upload`` or ``s3``), an optional name (the
+    COCO ``file_name``), and optionally its own prompts (segment, concept) or objects and detections (track)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=4096)] | None = None
+    upload: Annotated[str, Field(pattern=r"^upl_[0-9a-zA-Z]+$")] | None = None
+    s3: Annotated[str, Field(pattern=r"^s3://[a-z0-9.\-]{3,63}/.+")] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    prompts: Annotated[list[Prompt] | list[ConceptPrompt], Field(max_length=MAX_PROMPTS_PER_JOB)] | None = None
+    objects: Annotated[list[TrackObject], Field(max_length=MAX_TRACK_OBJECTS)] | None = None
+    detections: MediaRef | None = None
+
+    @model_validator(mode="after")
+    def _one_media(self) -> BatchItem:
+        if sum(ref is not None for ref in (self.url, self.upload, self.s3)) != 1:
+            raise ValueError("an item needs exactly one of url, upload or s3")
+        return self
+
+    @property
+    def media(self) -> MediaRef:
+        if self.upload is not None:
+            return UploadImage(upload=self.upload)
+        if self.s3 is not None:
+            return S3Image(s3=self.s3)
+        assert self.url is not None
+        return UrlImage(url=self.url)
+
+    @property
+    def display_name(self) -> str:
+        """``name``, else the reference itself."""
+        return self.name or self.upload or self.s3 or self.url or ""
+
+
+class PrefixInputs(Spec):
+    s3_prefix: Annotated[
+        str,
+        Field(
+            pattern=r"^s3://[a-z0-9.\-]{3,63}(/.*)?$",
+            max_length=1024,
+            description="Every image (video, for track) under this prefix of a bucket the server reads.",
+        ),
+    ]
+
+    @property
+    def bucket_and_prefix(self) -> tuple[str, str]:
+        bucket, _, prefix = self.s3_prefix.removeprefix("s3://").partition("/")
+        return bucket, prefix
+
+
+class ItemsInputs(Spec):
+    items: Annotated[list[BatchItem], Field(min_length=1, max_length=MAX_BATCH_ITEMS_INLINE)]
+
+
+class ManifestInputs(Spec):
+    manifest: Annotated[MediaRef, Field(description="JSONL, one item (as in inputs.items) per line.")]
+
+
+Template = Annotated[SegmentTemplate | ConceptTemplate | TrackTemplate, Field(discriminator="type")]
+ItemSpec = Annotated[SegmentSpec | ConceptSpec | TrackSpec, Field(discriminator="type")]
+_ITEM_SPEC: TypeAdapter[SegmentSpec | ConceptSpec | TrackSpec] = TypeAdapter(ItemSpec)
+
+
+class BatchSpec(JobFields):
+    """One segment, concept or track template applied to many inputs; items run on the ``bulk`` queue."""
+
+    type: Literal["batch"]
+    template: Template
+    inputs: PrefixInputs | ItemsInputs | ManifestInputs
+    max_failure_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """The batch fails (``failure_rate_exceeded``) once more than this fraction of its items failed."""
+    export: Annotated[list[Literal["coco"]], Field(default_factory=list, max_length=1)]
+    shard_size: Annotated[int, Field(ge=1, le=MAX_SHARD_SIZE)] | None = None
+    """Items per shard (one task on the ``bulk`` queue); default 16 images or 1 video."""
+
+    @property
+    def model(self) -> ModelId:
+        return self.template.model
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BatchSpec:
+        if self.export and self.template.type == "track":
+            raise ValueError("export coco needs a segment or concept template (track results are per video)")
+        return self
+
+
+def item_spec(
+    template: SegmentTemplate | ConceptTemplate | TrackTemplate, item: BatchItem
+) -> SegmentSpec | ConceptSpec | TrackSpec:
+    """The job one item runs: the template, the item's media, and what the item overrides. Raises pydantic's
+    ValidationError (e.g. no prompts anywhere, or track objects given to an image template)."""
+    media = "video" if template.type == "track" else "image"
+    data = template.model_dump(exclude_unset=True) | {media: item.media.model_dump()}
+    for name in ("prompts", "objects", "detections"):
+        value = getattr(item, name)
+        if value is not None:
+            data[name] = value.model_dump() if isinstance(value, BaseModel) else [v.model_dump() for v in value]
+    return _ITEM_SPEC.validate_python(data)
+
+
+JobSpec = Annotated[SegmentSpec | EmbedSpec | ConceptSpec | TrackSpec | BatchSpec, Field(discriminator="type")]

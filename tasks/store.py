@@ -332,11 +332,14 @@ class JobStore:
 
         return self._update(job_id, done) is not None
 
-    def fail(self, job_id: str, attempt: int, error: SamqError) -> bool:
+    def fail(self, job_id: str, attempt: int, error: SamqError, result: JobResult | None = None) -> bool:
+        """Running → failed; ``result`` (a batch's items and failures) stays readable on the failed job."""
+
         def failed(job: Job) -> bool:
             if not _owns(job, attempt):
                 return False
             _fail(job, error)
+            job.result = result
             return True
 
         return self._update(job_id, failed) is not None
@@ -364,6 +367,11 @@ class JobStore:
             return True
 
         return self._update(job_id, back) is not None
+
+    def hand_off(self, job_id: str) -> None:
+        """The attempt handed its work on (a batch's shards): the job stays running, but its lease goes, so the
+        reaper does not take it back. Call it after the attempt's Lease stopped renewing."""
+        self._redis.zrem(LEASES, job_id)
 
     # ---- reaper ---------------------------------------------------------------------------------------------
 

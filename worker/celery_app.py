@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 from celery import Celery, bootsteps
 from kombu.entity import Queue as KombuQueue
 
-from tasks.dispatch import enqueue, send_delivery
+from tasks.batch_store import BatchContext, batch_context, reconcile
+from tasks.dispatch import enqueue, send_delivery, send_finalize
 from tasks.names import Queue
 from tasks.settings import QueueSettings
 from tasks.store import JobStore, connect
@@ -52,11 +53,12 @@ def create_celery(settings: QueueSettings | None = None) -> Celery:
 
 
 class Housekeeper(bootsteps.StartStopStep):
-    """Two periodic passes in the worker's main process, on its timer; both only talk to Redis, never to CUDA.
+    """Three periodic passes in the worker's main process, on its timer; they only talk to Redis, never to CUDA.
 
     - Reaping: re-enqueues running jobs whose lease lapsed (their worker was killed) without waiting for Redis's
       visibility timeout; fails them once they are out of attempts.
     - Webhooks: claims due outbox events and sends one delivery task each to the ``io`` queue.
+    - Batches: ``tasks.batch.reconcile`` (lost shards, cancels, lost finalizers).
     """
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
@@ -65,14 +67,18 @@ class Housekeeper(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self._trefs: list[Any] = []
         self._store: JobStore | None = None
+        self._batches: BatchContext | None = None
 
     def start(self, parent: Any) -> None:
         settings: QueueSettings = parent.app.conf.samq_settings
-        self._store = JobStore(connect(settings), settings)
+        client = connect(settings)
+        self._store = JobStore(client, settings)
+        self._batches = batch_context(parent.app, settings, client, list_s3=None)
         timer = parent.timer
         self._trefs = [
             timer.call_repeatedly(settings.reap_interval_seconds, self.reap, (parent.app,), priority=10),
             timer.call_repeatedly(settings.webhook_poll_seconds, self.dispatch_webhooks, (parent.app,), priority=10),
+            timer.call_repeatedly(settings.reap_interval_seconds, self.reconcile_batches, (parent.app,), priority=10),
         ]
 
     def stop(self, parent: Any) -> None:
@@ -91,6 +97,15 @@ class Housekeeper(bootsteps.StartStopStep):
                     enqueue(app, job)
         except Exception:
             log.exception("reaper pass failed; will retry")
+
+    def reconcile_batches(self, app: Celery) -> None:
+        """Re-send shards whose worker died, stop canceled batches, finalize batches whose finalizer was lost."""
+        assert self._store is not None
+        assert self._batches is not None
+        try:
+            reconcile(self._store, self._batches, lambda job_id: send_finalize(app, job_id))
+        except Exception:
+            log.exception("batch reconcile pass failed; will retry")
 
     def dispatch_webhooks(self, app: Celery) -> None:
         """A claimed event whose message is lost (send failure, dead worker) is claimed again when its claim lapses."""

@@ -8,8 +8,9 @@ import logging
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 
-from storage import make_s3_reader, make_store
+from storage import make_s3_lister, make_s3_reader, make_store
 from storage.settings import StorageSettings
+from tasks.batch_store import batch_context
 from tasks.dispatch import enqueue
 from tasks.jobs import Job
 from tasks.media import MediaSource
@@ -33,6 +34,7 @@ def runtime() -> Runtime:
 
         torch.set_num_threads(worker.torch_threads)
     objects = make_store(storage)
+    client = connect(queue)
     app = current_app._get_current_object()
 
     def resend(job: Job, delay: float) -> None:
@@ -45,7 +47,7 @@ def runtime() -> Runtime:
         worker.image_size,
     )
     return Runtime(
-        store=JobStore(connect(queue), queue),
+        store=JobStore(client, queue),
         objects=objects,
         media=MediaSource(
             objects,
@@ -63,6 +65,7 @@ def runtime() -> Runtime:
         lease_interval=queue.lease_seconds / 3,
         retry_backoff=queue.retry_backoff_seconds,
         timeout_error=SoftTimeLimitExceeded,
+        batch=batch_context(app, queue, client, make_s3_lister(storage)),
         track=TrackLimits(
             max_seconds=worker.max_video_seconds,
             max_frames=worker.max_video_frames,
