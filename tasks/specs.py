@@ -465,6 +465,8 @@ class BatchSpec(JobFields):
     def _consistent(self) -> BatchSpec:
         if self.export and self.template.type == "track":
             raise ValueError("export coco needs a segment or concept template (track results are per video)")
+        if self.export and "rle" not in self.template.output.formats:
+            raise ValueError("export coco needs rle masks: keep 'rle' in template.output.formats")
         return self
 
 
