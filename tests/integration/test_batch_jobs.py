@@ -289,3 +289,49 @@ def test_an_s3_prefix_batch_lists_every_image_under_the_prefix(prefix_stack: Sta
     with pytest.raises(ClientError) as refused:
         client.submit(segment_batch({"s3_prefix": "s3://samq-test/default/"}))
     assert refused.value.status == 422
+
+
+def test_a_folder_of_videos_is_tracked_one_item_per_video(local_stack: Stack, tmp_path: Path) -> None:
+    from tests.integration.test_track_jobs import HEIGHT, SHAPES, WIDTH
+    from tests.support.videos import moving_shapes, write_clip
+
+    client = local_stack.client
+    videos = []
+    for i, frames in enumerate((12, 9)):
+        path = tmp_path / f"clip{i}.mp4"
+        write_clip(path, (frame for frame, _ in moving_shapes(frames, WIDTH, HEIGHT, SHAPES)), fps=10)
+        videos.append(client.upload(path.read_bytes(), "video/mp4")["id"])
+    broken = client.upload(b"\x00\x00\x00\x18ftypmp42 truncated", "video/mp4")["id"]
+    seed = {"id": 1, "label": "red box", "frame": 0, "box": {"x0": 8, "y0": 10, "x1": 38, "y1": 34}}
+    own = {"id": 5, "frame": 0, "box": {"x0": 78, "y0": 56, "x1": 104, "y1": 82}}
+    job = client.submit(
+        {
+            "type": "batch",
+            "template": {"type": "track", "model": "sam2.1_hiera_tiny", "objects": [seed]},
+            "inputs": {
+                "items": [
+                    {"upload": videos[0], "name": "a.mp4"},
+                    {"upload": videos[1], "name": "b.mp4", "objects": [own]},
+                    {"upload": broken, "name": "broken.mp4"},
+                ]
+            },
+            "max_failure_rate": 0.5,
+        }
+    )
+    done = client.wait(job["id"], timeout=900, interval=0.2)
+
+    assert done["status"] == "succeeded", done["error"]
+    summary = done["result"]["summary"]
+    assert (summary["succeeded"], summary["failed"], summary["failure_codes"]) == (2, 1, {"invalid_video": 1})
+    index = [json.loads(line) for line in download(files_of(done)["items.jsonl"]).splitlines()]
+    assert [(line["name"], line["status"]) for line in index] == [
+        ("a.mp4", "succeeded"),
+        ("b.mp4", "succeeded"),
+        ("broken.mp4", "failed"),
+    ]
+    for line, frames, ids in ((index[0], 12, {1}), (index[1], 9, {5})):
+        assert f"items/{line['index']:06d}/tracks.jsonl" in line["files"]
+        tracks = local_stack.objects.get(f"default/jobs/{job['id']}/items/{line['index']:06d}/tracks.jsonl")
+        rows = [json.loads(row) for row in tracks.splitlines()]
+        assert [row["frame"] for row in rows] == list(range(frames))
+        assert {obj["id"] for row in rows for obj in row["objects"]} <= ids
