@@ -334,7 +334,7 @@ def _batch_outcome(client: Client, job: dict[str, Any], out: Path) -> int:
     if "summary" in result:
         print(f"summary: {json.dumps(result['summary'])}")
     files = {file["name"]: file for file in result["files"]}
-    for name in ("coco.json", "failures.json", "items.jsonl"):
+    for name in ("result.json", "items.jsonl", "coco.json"):  # result.json lists every failure
         if name in files:
             out.mkdir(parents=True, exist_ok=True)
             client.download(files[name]["url"], out / name)

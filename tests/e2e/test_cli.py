@@ -91,3 +91,35 @@ def test_samq_demo_runs_the_main_job_and_stops(tmp_path: Path) -> None:
     assert "succeeded" in demo.stdout
     assert "instance 0: score" in demo.stdout
     assert "stopping samq" in demo.stdout
+
+
+def test_samq_batch_uploads_a_folder_shows_progress_and_downloads_the_export(
+    samq_up: tuple[subprocess.Popen[str], str, Path], tmp_path: Path
+) -> None:
+    _, url, _ = samq_up
+    folder = tmp_path / "dataset"
+    for i in range(6):
+        (folder / f"part{i % 2}").mkdir(parents=True, exist_ok=True)
+        (folder / f"part{i % 2}" / f"{i}.png").write_bytes(png_bytes(scene(96 + 16 * i, 80, seed=i)))
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+
+    batch = subprocess.run(
+        [*SAMQ, "batch", str(folder), "--text", "red car", "--url", url, "--out", str(out)],
+        env=cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+    assert batch.returncode == 0, batch.stdout + batch.stderr
+    assert "succeeded" in batch.stdout
+    assert "6/6" in batch.stderr and "items/s" in batch.stderr  # the progress line
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(out / "coco.json"))
+    assert sorted(img["file_name"] for img in coco.imgs.values()) == sorted(f"part{i % 2}/{i}.png" for i in range(6))
+    for ann in coco.anns.values():
+        image = coco.imgs[ann["image_id"]]
+        assert coco.annToMask(ann).shape == (image["height"], image["width"])
+        assert coco.cats[ann["category_id"]]["name"] == "red car"
+    document = json.loads((out / "result.json").read_text())
+    assert (document["total"], document["succeeded"], document["failed"]) == (6, 6, 0)
+    assert len((out / "items.jsonl").read_text().splitlines()) == 6
