@@ -159,6 +159,31 @@ def result(job_id: str) -> Response:
     return Response(data, mimetype="application/json")
 
 
+@bp.get("/<job_id>/items/<int:index>")
+def item_result(job_id: str, index: int) -> Response:
+    """One batch item's result document (``jobs/{id}/items/{index}/…``), as soon as the item is done."""
+    job = _owned(job_id)
+    if job.type != "batch":
+        raise ApiError(404, "item_not_found", f"job {job_id} is a {job.type} job; only batch jobs have items")
+    record = services().batches.item(job_id, index)
+    if record is None:
+        progress = job.progress
+        if job.status == JobStatus.QUEUED or index < progress.total:
+            raise ApiError(
+                409, "item_not_done", f"item {index} of job {job_id} has no outcome yet ({job.status.value})"
+            )
+        raise ApiError(404, "item_not_found", f"job {job_id} has no item {index} (it has {progress.total})")
+    if record["status"] != "succeeded":
+        error = record["error"]
+        raise ApiError(409, "item_failed", f"item {index} failed: {error['code']}: {error['message']}", [error])
+    key = next(f["key"] for f in record["files"] if f["name"] == record["document"])
+    try:
+        data = services().objects.get(key)
+    except ObjectNotFoundError as e:
+        raise ApiError(410, "result_expired", f"the result of item {index} is no longer stored") from e
+    return Response(data, mimetype="application/json")
+
+
 def _json_body() -> Any:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the job as JSON (Content-Type: application/json)")

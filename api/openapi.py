@@ -182,6 +182,20 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "get",
+        "/v1/jobs/{job_id}/items/{index}",
+        "getBatchItemResult",
+        "The result document of one item of a batch job",
+        "jobs",
+        {200: Answer("The item's result document (its result.json, or summary.json for a video)", {"type": "object"})},
+        errors=(404, 409, 410),
+        parameters=(
+            JOB_ID,
+            {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+        ),
+        description="404 for an index past the batch's items; 409 (item_not_done, item_failed) until it succeeded.",
+    ),
+    Route(
+        "get",
         "/v1/jobs/{job_id}/deliveries",
         "listJobDeliveries",
         "Webhook delivery attempts of the job's events, oldest first",

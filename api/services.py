@@ -13,6 +13,7 @@ from api.settings import ApiSettings
 from storage import make_store
 from storage.base import ObjectStore
 from storage.settings import StorageSettings
+from tasks.batch_store import BatchStore
 from tasks.settings import QueueSettings
 from tasks.store import JobStore, connect
 from tasks.uploads import UploadStore
@@ -28,6 +29,7 @@ class Services:
     storage: StorageSettings
     redis: redis.Redis
     jobs: JobStore
+    batches: BatchStore
     uploads: UploadStore
     objects: ObjectStore
     celery: Celery
@@ -50,6 +52,7 @@ def build_services(
         storage=storage,
         redis=client,
         jobs=JobStore(client, queue),
+        batches=BatchStore(client, queue.job_ttl_seconds, queue.lease_seconds),
         uploads=UploadStore(client, queue.job_ttl_seconds),
         objects=make_store(storage),
         celery=create_celery(queue),

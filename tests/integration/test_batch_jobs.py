@@ -100,6 +100,9 @@ def test_200_images_succeed_and_the_coco_export_loads_with_pycocotools(local_sta
     assert {line["status"] for line in index} == {"succeeded"}
     first = client.request("GET", f"/v1/jobs/{job['id']}/result")
     assert (first["succeeded"], first["failures"]) == (200, [])
+    item = client.request("GET", f"/v1/jobs/{job['id']}/items/7")
+    assert (item["image"]["width"], item["image"]["height"]) == SIZES[7 % len(SIZES)]
+    assert len(item["instances"]) == 1
 
 
 def test_corrupt_items_fail_alone_until_the_failure_rate_is_exceeded(local_stack: Stack) -> None:
@@ -122,6 +125,12 @@ def test_corrupt_items_fail_alone_until_the_failure_rate_is_exceeded(local_stack
     assert {f["name"] for f in document["failures"]} == {f"{i:03d}.png" for i in corrupt}
     assert {f["error"]["code"] for f in document["failures"]} == {"invalid_image"}
     assert document["failure_codes"] == {"invalid_image": 10}
+    with pytest.raises(ClientError) as failed_item:
+        client.request("GET", f"/v1/jobs/{lenient['id']}/items/3")
+    assert (failed_item.value.status, failed_item.value.body["error"]["code"]) == (409, "item_failed")
+    with pytest.raises(ClientError) as no_item:
+        client.request("GET", f"/v1/jobs/{lenient['id']}/items/100")
+    assert (no_item.value.status, no_item.value.body["error"]["code"]) == (404, "item_not_found")
 
     assert strict_done["status"] == "failed"
     assert strict_done["error"]["code"] == "failure_rate_exceeded"
