@@ -80,10 +80,12 @@ redis.call('SADD', ARGV[6], ARGV[7])
 return created
 """
 
-# Record an item's outcome once, and count it: returns {succeeded, failed}, or {-1, -1} if already recorded.
+# Record an item's outcome once, and count it (every write renews the batch's expiry): returns {succeeded, failed}, or {-1, -1} if already recorded.
 _RECORD = """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return {-1, -1} end
 redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 local counts = redis.call('HMGET', KEYS[1], 'succeeded', 'failed')
 return {tonumber(counts[1]), tonumber(counts[2])}
 """
@@ -97,10 +99,18 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 return 1
 """
 
+# Drop a lapsed shard lease; 1 for the one caller that dropped it.
+_TAKE_BACK = """
+local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not lease or tonumber(lease) > tonumber(ARGV[2]) then return 0 end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
 # Mark a shard done; 1 for the one call that completes the batch's last shard.
 _COMPLETE = """
 redis.call('ZREM', KEYS[2], ARGV[2])
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 if redis.call('SCARD', KEYS[1]) == tonumber(redis.call('HGET', KEYS[3], 'shards')) then return 1 end
 return 0
 """
@@ -137,6 +147,7 @@ class BatchStore:
         self._record = client.register_script(_RECORD)
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
+        self._take_back = client.register_script(_TAKE_BACK)
 
     # ---- the expanding attempt ------------------------------------------------------------------------------
 
@@ -190,7 +201,7 @@ class BatchStore:
     def complete_shard(self, job_id: str, shard: int) -> bool:
         """Mark the shard done; True for exactly one call per batch: the one that completes the last shard."""
         keys = [_done_key(job_id), SHARD_LEASES, batch_key(job_id)]
-        return bool(self._complete(keys=keys, args=[shard, _member(job_id, shard)]))
+        return bool(self._complete(keys=keys, args=[shard, _member(job_id, shard), self._ttl]))
 
     def lapsed_shards(self) -> list[tuple[str, int]]:
         """Shards whose worker died: their lease lapsed."""
@@ -199,11 +210,7 @@ class BatchStore:
 
     def take_back(self, job_id: str, shard: int) -> bool:
         """Drop a lapsed lease; True for the one caller that dropped it (and must re-send the shard)."""
-        member = _member(job_id, shard)
-        score = self._redis.zscore(SHARD_LEASES, member)
-        if score is None or score > time.time():
-            return False
-        return bool(self._redis.zrem(SHARD_LEASES, member))
+        return bool(self._take_back(keys=[SHARD_LEASES], args=[_member(job_id, shard), time.time()]))
 
     # ---- items ----------------------------------------------------------------------------------------------
 
@@ -216,14 +223,18 @@ class BatchStore:
 
     def try_item(self, job_id: str, index: int) -> int:
         """Count one more attempt at the item; returns how many there have been (crashes included)."""
-        return int(self._redis.hincrby(_tries_key(job_id), str(index), 1))
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(_tries_key(job_id), str(index), 1)
+            pipe.expire(_tries_key(job_id), self._ttl)
+            tries, _ = pipe.execute()
+        return int(tries)
 
     def record(self, job_id: str, index: int, record: dict[str, Any]) -> tuple[int, int] | None:
         """Store the item's outcome (``record["status"]`` is ``succeeded`` or ``failed``) and count it. Returns the
         batch's ``(succeeded, failed)``, or None when the item was already recorded (nothing counted)."""
         field = "succeeded" if record["status"] == "succeeded" else "failed"
         keys = [batch_key(job_id), _items_key(job_id)]
-        counts = cast(list[int], self._record(keys=keys, args=[index, json.dumps(record), field]))
+        counts = cast(list[int], self._record(keys=keys, args=[index, json.dumps(record), field, self._ttl]))
         return None if counts[0] < 0 else (counts[0], counts[1])
 
     def item(self, job_id: str, index: int) -> dict[str, Any] | None:

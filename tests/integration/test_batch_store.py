@@ -125,11 +125,6 @@ def test_open_records_the_shape_once_and_the_attempt_always(store: BatchStore, c
     assert store.open_batches() == ["job_b"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _OPEN only EXPIREs the items/tries/done keys if they already exist; record, try_item and "
-    "complete_shard create them later without a TTL, so they never expire",
-)
 def test_every_key_of_a_batch_expires(store: BatchStore, client: redis.Redis) -> None:
     store.open("job_t", 1, total=4, shards=2, max_failures=0)
     store.record("job_t", 0, {"status": "succeeded"})
