@@ -44,6 +44,15 @@ with a box on frame 0:
 - GPU: the same speed comparison at 1024 px (random weights) when the machine has a CUDA device; otherwise a line
   says so.
 
+Then the bulk section, on a stack of its own (redis-server, ``samq api`` with its rate limits lifted, one ``samq
+worker --queues bulk,interactive,io`` at ``--image-size`` on the CPU, or on cuda at 1024 when the machine has a CUDA
+device): images per second of one ``batch`` job over ``--bulk-n`` uploads (default 64; a segment template with one box
+prompt, ``multimask_output`` false), submit to terminal, against the same number of separate ``segment`` jobs with the
+same prompt, all submitted at once then awaited, first submit to last terminal. Each measure runs on never-seen images
+(embeddings are cached per image content), ``--bulk-repeats`` times (default 3), alternating which goes first; the
+medians give the row ``bulk  N=64  batch X img/s  separate Y img/s  ratio Z  target >= 1.0: PASS|FAIL`` (``bulk GPU``
+on a GPU).
+
 Weights: the real SAM2.1 architecture, and a shrunk SAM3 (a few layers of 32–64 channels), are built with seeded
 random weights (``SAMQ_RANDOM_WEIGHTS=1``) because no checkpoint can be downloaded here; speed is the
 architecture's, masks are meaningless.
@@ -54,13 +63,14 @@ architecture's, masks are meaningless.
     .venv/bin/python scripts/bench.py --only concept --concept-repeats 5 --concept-phrases 1,3
     .venv/bin/python scripts/bench.py --only concept --no-memory   # concept timings without the 4000×3000 jobs
     .venv/bin/python scripts/bench.py --only video             # SAM2 video: flat memory and speed (minutes)
+    .venv/bin/python scripts/bench.py --only bulk              # a batch of 64 against 64 separate jobs, 3 repeats
 
-Flags: ``--only {segment,concept,video}`` (default: all three sections), ``--concept-repeats N`` (default 5),
+Flags: ``--only {segment,concept,video,bulk}`` (default: all four sections), ``--concept-repeats N`` (default 5),
 ``--concept-phrases N,M`` (default 1,3; at most 8), ``--memory-image WxH`` (default 4000x3000),
 ``--memory-phrases N`` (default 8), ``--no-memory``; ``--video-image-size`` (default 256), ``--video-short-frames``
-(default 60), ``--video-long-frames`` (default 600), ``--video-repeats`` (default 5); ``--image-size``, ``--model``
-(SAM2 only), ``--repeats`` (segment section), ``--json PATH`` (the concept and video numbers under ``"concept"`` and
-``"video"``), ``--keep``.
+(default 60), ``--video-long-frames`` (default 600), ``--video-repeats`` (default 5); ``--bulk-n`` (default 64),
+``--bulk-repeats`` (default 3); ``--image-size``, ``--model`` (SAM2 only), ``--repeats`` (segment section), ``--json
+PATH`` (the concept, video and bulk numbers under ``"concept"``, ``"video"`` and ``"bulk"``), ``--keep``.
 
 Exit status 0 whenever measurements were taken, whether or not the targets are met (the table says PASS/FAIL).
 """
@@ -99,6 +109,7 @@ from api.embedded import free_port, redis_server, samq_command, wait_for  # noqa
 from tasks.dispatch import ping  # noqa: E402
 from tasks.names import Queue  # noqa: E402
 from tasks.settings import QueueSettings  # noqa: E402
+from tasks.specs import MAX_BATCH_ITEMS_INLINE  # noqa: E402
 from worker.celery_app import create_celery  # noqa: E402
 
 if TYPE_CHECKING:
@@ -112,7 +123,7 @@ WAIT_SECONDS = 30
 OVERHEAD_TARGET_MS = 25.0
 OVERHEAD_RATIO_TARGET = 1.5
 SECOND_OVER_FIRST_TARGET = 0.10
-SECTIONS = ("segment", "concept", "video")
+SECTIONS = ("segment", "concept", "video", "bulk")
 PHRASES = ("red car", "person", "dog", "traffic light", "bicycle", "tree", "window", "building")
 """Concept prompts, in this order: the timed jobs take the first N, the memory test's the first --memory-phrases."""
 CONCEPT_THRESHOLD = 0.5  # the API default, for the timed jobs
@@ -129,6 +140,17 @@ VIDEO_GPU_IMAGE_SIZE = 1024
 FLAT_MEMORY_TARGET = 1.10  # long / short peak RSS: "within 10%"
 VIDEO_SPEED_TARGET = 0.9  # samq fps / Meta's raw loop fps
 CHILD_ENV = {"TORCH_COMPILE_DISABLE": "1", "TQDM_DISABLE": "1"}  # sam2 draws tqdm bars; no compile on the clock
+BULK_N = 64
+BULK_REPEATS = 3
+BULK_TARGET = 1.0  # batch images/s over separate jobs' images/s
+BULK_BOX = {"x0": 200.0, "y0": 190.0, "x1": 620.0, "y1": 580.0}  # around the synthetic scene's ellipse
+BULK_SEED = 100_000  # the bulk section's images: seeds from here on, every image a new seed (new content)
+BULK_POLL_SECONDS = 0.2  # the client's polling; the walls end at the server's finished_at, not at a poll
+BULK_API_ENV = {  # the bulk stack's API: no 429 on N uploads + N submissions + polling (throughput, not limits)
+    "SAMQ_API_RATE_PER_SECOND": "1000000",
+    "SAMQ_API_RATE_BURST": "1000000",
+    "SAMQ_API_MAX_QUEUED_JOBS": "1000000",
+}
 
 
 # ---- the stack ----------------------------------------------------------------------------------------------------
@@ -155,7 +177,9 @@ class Stack:
         self.env: dict[str, str] = {}
 
     @contextmanager
-    def running(self, interactive: bool = True) -> Iterator[Stack]:
+    def running(self, interactive: bool = True, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+        """``extra_env``: more variables for every process of this stack (the bulk section raises the API's rate
+        limits with it)."""
         with ExitStack() as stack:
             self.redis_url = stack.enter_context(redis_server(self.workdir / "redis", appendonly=False))
             stack.callback(self.stop)
@@ -169,6 +193,7 @@ class Stack:
                 "SAMQ_RANDOM_WEIGHTS": "1",
                 "SAMQ_WORKER_DEVICE": "auto",
                 "PYTHONUNBUFFERED": "1",
+                **(extra_env or {}),
             }
             env = dict(self.env)
             if self.image_size != DEFAULT_IMAGE_SIZE:
@@ -184,12 +209,15 @@ class Stack:
             yield self
 
     @contextmanager
-    def worker(self, name: str, queue: Queue, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-        """One more ``samq worker --queues <queue>`` (the stack's env updated with ``env``; a value of ``""``
-        removes that variable), ready when it answers a ping; stopped on exit."""
+    def worker(
+        self, name: str, queue: Queue, env: dict[str, str], also: tuple[Queue, ...] = ()
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        """One more ``samq worker --queues <queue>[,<also>…]`` (the stack's env updated with ``env``; a value of
+        ``""`` removes that variable), ready when it answers a ping on ``queue``; stopped on exit."""
         merged = {**self.env, **env}
         removed = [key for key, value in merged.items() if value == ""]
-        process = self._spawn(name, ["worker", "--queues", queue.value], merged, removed)
+        queues = ",".join(q.value for q in (queue, *also))
+        process = self._spawn(name, ["worker", "--queues", queues], merged, removed)
         try:
             app = self.celery()
             wait_for(lambda: ping(app, queue, timeout=5), process, f"the {name} worker", 180)
@@ -439,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         choices=SECTIONS,
         default=None,
-        help="run one section: segment ((a) and (b)), concept (SAM3) or video (SAM2 tracking)",
+        help="run one section: segment ((a) and (b)), concept (SAM3), video (SAM2 tracking) or bulk (batch vs jobs)",
     )
     parser.add_argument(
         "--concept-repeats", type=int, default=5, help="fresh images per phrase count in the concept timings"
@@ -462,13 +490,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video-short-frames", type=int, default=60, help="short video run, and speed (default 60)")
     parser.add_argument("--video-long-frames", type=int, default=600, help="long video run (default 600)")
     parser.add_argument("--video-repeats", type=int, default=5, help="timed runs per video flow (default 5)")
+    parser.add_argument(
+        "--bulk-n",
+        type=int,
+        default=BULK_N,
+        help=f"images per bulk measure (default {BULK_N}; 2..{MAX_BATCH_ITEMS_INLINE})",
+    )
+    parser.add_argument(
+        "--bulk-repeats", type=int, default=BULK_REPEATS, help=f"runs of each bulk measure (default {BULK_REPEATS})"
+    )
     parser.add_argument("--video-child", default=None, help=argparse.SUPPRESS)  # internal: one measured process
     args = parser.parse_args(argv)
     if args.video_child is not None:
         print(json.dumps(video_child(VideoRun(**json.loads(args.video_child)))))
         return 0
-    if min(args.repeats, args.concept_repeats, args.video_repeats) < 1:
-        parser.error("--repeats, --concept-repeats and --video-repeats must be at least 1")
+    if min(args.repeats, args.concept_repeats, args.video_repeats, args.bulk_repeats) < 1:
+        parser.error("--repeats, --concept-repeats, --video-repeats and --bulk-repeats must be at least 1")
+    if not 2 <= args.bulk_n <= MAX_BATCH_ITEMS_INLINE:
+        parser.error(f"--bulk-n must be within 2..{MAX_BATCH_ITEMS_INLINE} (the items a batch request lists)")
     if min(args.video_short_frames, args.video_long_frames) < 2:
         parser.error("--video-short-frames and --video-long-frames must be at least 2")
     if args.video_image_size < 64 or args.video_image_size % 32:
@@ -492,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="samq-bench-"))
     stack = Stack(workdir, args.image_size)
+    bulk_stack = Stack(workdir / "bulk", args.image_size)  # the bulk section's own stack: see measure_bulk
     try:
         with ExitStack() as running:
             if "segment" in sections or "concept" in sections:
@@ -515,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
                 if len(sections) > 1:
                     print()
                 raw["video"] = measure_video(args, workdir / "video", hw)
+            if "bulk" in sections:
+                if len(sections) > 1:
+                    print()
+                raw["bulk"] = measure_bulk(args, bulk_stack, hw)
             if args.json is not None:
                 args.json.write_text(json.dumps(raw, indent=2))
                 print(f"raw numbers: {args.json}")
@@ -525,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"bench: {type(e).__name__}: {e}", file=sys.stderr)
         print(stack.log_tail(), file=sys.stderr)
+        if "bulk" in sections:
+            print(bulk_stack.log_tail(), file=sys.stderr)
         return 1
     finally:
         if args.keep:
@@ -1356,6 +1402,222 @@ def speed_rows(label: str, result: dict[str, Any], frames: int, repeats: int) ->
     print(f"| video speed, {label}: samq / Meta | {ratio:.2f}× | ≥ {VIDEO_SPEED_TARGET}× | {verdict(ok)} |")
     result["ratio"] = ratio
     result["pass"] = ok
+
+
+# ---- bulk section -------------------------------------------------------------------------------------------------
+
+
+def bulk_template(model: str) -> dict[str, Any]:
+    """The segment work of every image in the bulk section: one box prompt, the best mask only."""
+    return {"type": "segment", "model": model, "prompts": [{"box": BULK_BOX}], "multimask_output": False}
+
+
+def bulk_batch_job(model: str, uploads: list[str]) -> dict[str, Any]:
+    return {"type": "batch", "template": bulk_template(model), "inputs": {"items": [{"upload": u} for u in uploads]}}
+
+
+@dataclass
+class BulkRun:
+    """One timed measure over ``images`` fresh images: ``seconds`` from just before the first submission to the
+    server's ``finished_at`` of the last job to finish (one host, one clock); ``client_seconds`` to the poll that saw
+    it; ``submit_seconds`` sending the submission(s)."""
+
+    mode: str  # "batch" (one batch job) or "separate" (one segment job per image)
+    repeat: int
+    images: int
+    seconds: float
+    client_seconds: float
+    submit_seconds: float
+    job_ids: list[str]
+
+    @property
+    def per_second(self) -> float:
+        return self.images / self.seconds
+
+    def raw(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_second": self.per_second}
+
+
+def _bulk_timeout(images: int) -> float:
+    return 600.0 + 60.0 * images  # generous: a few seconds per 1024 px image on two CPUs
+
+
+def run_bulk_batch(client: Client, model: str, uploads: list[str], repeat: int) -> BulkRun:
+    """Measure A: one batch job over the uploads, submit → terminal."""
+    n = len(uploads)
+    sent = time.time()
+    started = time.perf_counter()
+    job = client.submit(bulk_batch_job(model, uploads))
+    submitted = time.perf_counter()
+    done = client.wait(job["id"], timeout=_bulk_timeout(n), interval=BULK_POLL_SECONDS)
+    client_seconds = time.perf_counter() - started
+    if done["status"] != "succeeded":
+        raise BenchError(f"batch {job['id']} ended {done['status']} (error: {done.get('error')})")
+    summary = done["result"]["summary"]
+    counts = (summary["total"], summary["succeeded"], summary["failed"])
+    if counts != (n, n, 0):
+        raise BenchError(f"batch {job['id']}: total/succeeded/failed {counts}, expected ({n}, {n}, 0)")
+    seconds = _epoch(done["finished_at"]) - sent
+    return BulkRun("batch", repeat, n, seconds, client_seconds, submitted - started, [job["id"]])
+
+
+def run_bulk_separate(client: Client, model: str, uploads: list[str], repeat: int) -> BulkRun:
+    """Measure B: one segment job per upload, all submitted at once (the queue kept full), then all awaited; first
+    submit → last terminal. Every job must have encoded its image (embedding ``miss``): a cache hit would flatter B."""
+    n = len(uploads)
+    deadline = time.monotonic() + _bulk_timeout(n)
+    sent = time.time()
+    started = time.perf_counter()
+    ids = [client.submit({**bulk_template(model), "image": {"upload": u}})["id"] for u in uploads]
+    submitted = time.perf_counter()
+    jobs = [
+        client.wait(job_id, timeout=max(1.0, deadline - time.monotonic()), interval=BULK_POLL_SECONDS) for job_id in ids
+    ]
+    client_seconds = time.perf_counter() - started
+    failed = [(j["id"], j["status"], j.get("error")) for j in jobs if j["status"] != "succeeded"]
+    if failed:
+        raise BenchError(f"{len(failed)} of {n} separate jobs did not succeed, e.g. {failed[0]}")
+    hits = [
+        (j["id"], j["result"]["summary"]["embedding"]) for j in jobs if j["result"]["summary"]["embedding"] != "miss"
+    ]
+    if hits:
+        raise BenchError(f"{len(hits)} separate jobs found a cached embedding (e.g. {hits[0]}): the images repeat")
+    seconds = max(_epoch(j["finished_at"]) for j in jobs) - sent
+    return BulkRun("separate", repeat, n, seconds, client_seconds, submitted - started, ids)
+
+
+def upload_fresh(client: Client, seeds: range) -> list[str]:
+    return [client.upload(synthetic_jpeg(seed), "image/jpeg")["id"] for seed in seeds]
+
+
+def measure_bulk(args: argparse.Namespace, stack: Stack, hw: dict[str, Any]) -> dict[str, Any]:
+    """A batch of N images against N separate segment jobs, images per second, on a stack of its own.
+
+    Fairness: both measures run on the SAME worker process (``samq worker --queues bulk,interactive,io``,
+    concurrency 1: batch shards arrive on ``bulk``, segment jobs on ``interactive``), same model, image size,
+    prompt and output options. Embeddings are cached per image content (the worker's in-process LRU; the shared tier
+    in object storage, keyed by the image's sha256), so every measure gets its own N never-seen images (new seeds,
+    same size: same encoder work); separate jobs are checked to have encoded theirs (embedding ``miss``). Uploads
+    happen before the clock starts. The order alternates per repeat (batch first, then separate first) so that a
+    drift in the machine's load does not favour one; the figure is the median over ``--bulk-repeats``. The API's
+    rate limits are lifted on this stack (``BULK_API_ENV``): the N submissions of B would otherwise meet 429s.
+    """
+    gpu = hw["cuda_device"] is not None
+    size = DEFAULT_IMAGE_SIZE if gpu else args.image_size  # a GPU runs the full size
+    device = "cuda" if gpu else "cpu"
+    label = "GPU" if gpu else "CPU"
+    n, repeats, model = args.bulk_n, args.bulk_repeats, args.model
+    limits = QueueSettings()  # SAMQ_BATCH_* from this environment, which the worker inherits
+    warm_n = max(2, min(n, limits.batch_encode_size))
+    print("## Bulk")
+    print()
+    print(
+        f"- settings: {model} with RANDOM weights (SAMQ_RANDOM_WEIGHTS=1), input {size} px, device {device} "
+        f"({hw['cuda_device'] or 'no CUDA device'}); one `samq worker --queues bulk,interactive,io` (prefork, "
+        f"concurrency 1) runs both measures; shards of {limits.batch_shard_size} images "
+        f"(SAMQ_BATCH_SHARD_SIZE), encoded {limits.batch_encode_size} at a time (SAMQ_BATCH_ENCODE_SIZE)"
+    )
+    print(
+        f"- work: N={n} synthetic {IMAGE_W}×{IMAGE_H} JPEGs per measure, one box prompt {BULK_BOX}, "
+        "multimask_output false; A = one batch job (submit → terminal), B = N segment jobs submitted at once, then "
+        f"awaited (first submit → last terminal); every measure on N never-seen images (uploaded beforehand); "
+        f"{repeats} repeat{'s' if repeats != 1 else ''}, alternating which goes first; medians"
+    )
+    print(f"- load average (1/5/15 min) at start: {_load()}")
+    print(flush=True)
+    worker_env = {"SAMQ_IMAGE_SIZE": str(size), "SAMQ_WORKER_DEVICE": device}
+    runs: dict[str, list[BulkRun]] = {"batch": [], "separate": []}
+    seed = BULK_SEED
+    with (
+        stack.running(interactive=False, extra_env=BULK_API_ENV),
+        stack.worker("bulk", Queue.BULK, worker_env, also=(Queue.INTERACTIVE, Queue.IO)),
+    ):
+        client = Client(stack.api_url, timeout=60)
+        # Warm-up, untimed: the model loads with the first job; then each path once (a batched encode of
+        # SAMQ_BATCH_ENCODE_SIZE images; on a GPU also the kernels' autotuning for both batch sizes).
+        t0 = time.perf_counter()
+        warm = upload_fresh(client, range(seed, seed + 1 + 2 * warm_n))
+        seed += len(warm)
+        run_bulk_separate(client, model, warm[:1], repeat=-1)
+        run_bulk_batch(client, model, warm[1 : 1 + warm_n], repeat=-1)
+        run_bulk_separate(client, model, warm[1 + warm_n :], repeat=-1)
+        print(
+            f"bulk warm-up: model load, 1 + {warm_n} separate jobs, a batch of {warm_n}: {ms((time.perf_counter() - t0) * 1000)}",
+            flush=True,
+        )
+        for repeat in range(repeats):
+            images = {
+                mode: upload_fresh(client, range(seed + i * n, seed + (i + 1) * n)) for i, mode in enumerate(runs)
+            }
+            seed += 2 * n
+            order = ("batch", "separate") if repeat % 2 == 0 else ("separate", "batch")
+            for mode in order:
+                measure = run_bulk_batch if mode == "batch" else run_bulk_separate
+                run = measure(client, model, images[mode], repeat)
+                runs[mode].append(run)
+                print(
+                    f"bulk repeat {repeat + 1}/{repeats}, {mode}: {n} images in {run.seconds:.2f} s, "
+                    f"{run.per_second:.2f} img/s (load {_load()})",
+                    flush=True,
+                )
+    batch = statistics.median(r.per_second for r in runs["batch"])
+    separate = statistics.median(r.per_second for r in runs["separate"])
+    ratio = batch / separate
+    ok = ratio >= BULK_TARGET
+    row = (
+        f"bulk{' GPU' if gpu else ''}  N={n}  batch {batch:.2f} img/s  separate {separate:.2f} img/s  "
+        f"ratio {ratio:.2f}  target >= {BULK_TARGET:.1f}: {verdict(ok)}"
+    )
+    print()
+    print("## Bulk results")
+    print()
+    print("| metric | value | target | pass/fail |")
+    print("|---|---|---|---|")
+
+    def listed(mode: str) -> str:
+        return ", ".join(f"{r.per_second:.2f}" for r in runs[mode])
+
+    print(
+        f"| bulk, {label}, {size} px: one batch job of {n} images, images/s | {batch:.2f} (median of {repeats}: "
+        f"{listed('batch')}) | | |"
+    )
+    print(
+        f"| bulk, {label}, {size} px: {n} separate segment jobs at once, images/s | {separate:.2f} (median of "
+        f"{repeats}: {listed('separate')}) | | |"
+    )
+    print(f"| bulk, {label}: batch / separate | {ratio:.2f}× | ≥ {BULK_TARGET:.1f}× | {verdict(ok)} |")
+    print()
+    print(row)
+    print()
+    submits = statistics.median(r.submit_seconds for r in runs["separate"])
+    print(
+        f"Walls end at the server's finished_at of the batch (A) or of the last separate job (B); sending B's {n} "
+        f"submissions took {ms(submits * 1000)} (median; inside B's wall, as the worker starts on the first). "
+        f"Load average (1/5/15 min) at the end: {_load()}."
+    )
+    print(flush=True)
+    return {
+        "settings": {
+            "model": model,
+            "image_size": size,
+            "device": device,
+            "cuda_device": hw["cuda_device"],
+            "random_weights": True,
+            "n": n,
+            "repeats": repeats,
+            "image": {"width": IMAGE_W, "height": IMAGE_H},
+            "box": BULK_BOX,
+            "shard_size": limits.batch_shard_size,
+            "encode_size": limits.batch_encode_size,
+        },
+        "runs": {mode: [r.raw() for r in mode_runs] for mode, mode_runs in runs.items()},
+        "batch_images_per_second": batch,
+        "separate_images_per_second": separate,
+        "ratio": ratio,
+        "target": BULK_TARGET,
+        "pass": ok,
+        "row": row,
+    }
 
 
 def _load() -> str:
