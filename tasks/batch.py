@@ -81,6 +81,7 @@ SUMMARY_FAILURES = 20
 """Failures listed in the job object's summary; ``result.json`` lists them all."""
 
 ItemSpec = SegmentSpec | ConceptSpec | TrackSpec
+GPU_ENCODE_BATCH = 8
 
 
 # ---- 1. expansion -------------------------------------------------------------------------------------------
@@ -234,10 +235,26 @@ class _Shard:
             if round_:
                 self._sleep(self.rt.retry_backoff * 2 ** (round_ - 1))
             retry: list[int] = []
-            group = self.ctx.limits.encode_batch if self.spec.template.type != "track" else 1
+            group = self._encode_group()
             for start in range(0, len(pending), group):
                 retry += self._run_group([(i, items[i]) for i in pending[start : start + group]])
             pending = retry
+
+    def _encode_group(self) -> int:
+        """How many images go through the encoder together: the setting, else a batch on a GPU and one at a time on
+        CPU (batched encoding measured slower per image there)."""
+        if self.spec.template.type == "track":
+            return 1
+        if self.ctx.limits.encode_batch is not None:
+            return self.ctx.limits.encode_batch
+        return GPU_ENCODE_BATCH if self._encoder().device == "cuda" else 1
+
+    def _encoder(self) -> Any:
+        """The template's image encoder (the loaded runner)."""
+        template = self.spec.template
+        if template.type == "concept":
+            return self.rt.models.get_concept(template.model.value)
+        return self.rt.models.get(template.model.value)
 
     def _run_group(self, group: list[tuple[int, BatchItem]]) -> list[int]:
         """Run a group of items (images encoded together first); returns those to retry."""
@@ -301,11 +318,7 @@ class _Shard:
         """Fetch, decode and encode the group's images in one encoder call, into the embedding cache, where each
         item's own run finds them. Any error here is left for that run to meet again and record."""
         template = self.spec.template
-        encoder: Any = (
-            self.rt.models.get_concept(template.model.value)
-            if template.type == "concept"
-            else self.rt.models.get(template.model.value)
-        )
+        encoder = self._encoder()
         kind = CONCEPT_EMBEDDINGS if template.type == "concept" else template.model.value
         cache_keys, images = [], []
         for item, _spec in items:

@@ -306,8 +306,8 @@ def _parse_member(member: str) -> tuple[str, int]:
 class BatchLimits:
     shard_size: int = 16
     """Images per shard unless the batch sets ``shard_size`` (a video is always a shard of its own)."""
-    encode_batch: int = 8
-    """Images of a shard encoded in one call (``set_image_batch``); 1 disables it."""
+    encode_batch: int | None = None
+    """Images of a shard encoded in one call (``set_image_batch``); None: 8 on a GPU, 1 (off) on CPU."""
     max_items: int = 100_000
 
 
