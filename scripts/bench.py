@@ -1508,14 +1508,15 @@ def measure_bulk(args: argparse.Namespace, stack: Stack, hw: dict[str, Any]) -> 
     label = "GPU" if gpu else "CPU"
     n, repeats, model = args.bulk_n, args.bulk_repeats, args.model
     limits = QueueSettings()  # SAMQ_BATCH_* from this environment, which the worker inherits
-    warm_n = max(2, min(n, limits.batch_encode_size))
+    encode_size = limits.batch_encode_size or (8 if gpu else 1)  # the worker's default when unset
+    warm_n = max(2, min(n, encode_size))
     print("## Bulk")
     print()
     print(
         f"- settings: {model} with RANDOM weights (SAMQ_RANDOM_WEIGHTS=1), input {size} px, device {device} "
         f"({hw['cuda_device'] or 'no CUDA device'}); one `samq worker --queues bulk,interactive,io` (prefork, "
         f"concurrency 1) runs both measures; shards of {limits.batch_shard_size} images "
-        f"(SAMQ_BATCH_SHARD_SIZE), encoded {limits.batch_encode_size} at a time (SAMQ_BATCH_ENCODE_SIZE)"
+        f"(SAMQ_BATCH_SHARD_SIZE), encoded {encode_size} at a time (SAMQ_BATCH_ENCODE_SIZE)"
     )
     print(
         f"- work: N={n} synthetic {IMAGE_W}×{IMAGE_H} JPEGs per measure, one box prompt {BULK_BOX}, "
@@ -1608,7 +1609,7 @@ def measure_bulk(args: argparse.Namespace, stack: Stack, hw: dict[str, Any]) -> 
             "image": {"width": IMAGE_W, "height": IMAGE_H},
             "box": BULK_BOX,
             "shard_size": limits.batch_shard_size,
-            "encode_size": limits.batch_encode_size,
+            "encode_size": encode_size,
         },
         "runs": {mode: [r.raw() for r in mode_runs] for mode, mode_runs in runs.items()},
         "batch_images_per_second": batch,

@@ -134,9 +134,7 @@ def _manifest(data: bytes) -> Iterator[BatchItem]:
         try:
             yield BatchItem.model_validate_json(line)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidManifestError(f"manifest line {number}: {where + ': ' if where else ''}{first['msg']}") from e
+            raise InvalidManifestError(f"manifest line {number}: {_validation_message(e)}") from e
 
 
 def _write_shards(
@@ -310,6 +308,7 @@ class _Shard:
                     "name": item.display_name,
                     "document": f"{folder}/{result.document}",
                     "files": [{"name": f"{folder}/{f.name}", "key": f.key, "bytes": f.bytes} for f in result.files],
+                    **({"timings": result.summary["timings"]} if "timings" in result.summary else {}),
                 },
             )
         return False

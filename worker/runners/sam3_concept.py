@@ -229,12 +229,7 @@ class Sam3ConceptRunner:
 
     def encode(self, image: npt.NDArray[np.uint8]) -> Sam3Embedding:
         """Run the vision encoder (ViT + FPN neck) once on an (H, W, 3) uint8 RGB image."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        pixel_values = self._processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
-        with inference(self.device):
-            vision = self._model.get_vision_features(pixel_values=pixel_values)
-        return Sam3Embedding.create(vision.fpn_hidden_states, (int(image.shape[0]), int(image.shape[1])))
+        return self.encode_batch([image])[0]
 
     def encode_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Sam3Embedding]:
         """Run the vision encoder once on several (H, W, 3) uint8 RGB images (sizes may differ): one embedding each.

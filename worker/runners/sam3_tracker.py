@@ -79,13 +79,7 @@ class Sam3TrackerRunner:
 
     def encode(self, image: npt.NDArray[np.uint8]) -> ImageEmbedding:
         """Run the image encoder on an (H, W, 3) uint8 RGB image."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        pixel_values = self._processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
-        with inference(self.device):
-            maps = list(self._model.get_image_embeddings(pixel_values))
-        features: Sam2Features = {"image_embed": maps[-1], "high_res_feats": maps[:-1]}
-        return ImageEmbedding.create(features, (int(image.shape[0]), int(image.shape[1])))
+        return self.encode_batch([image])[0]
 
     def encode_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[ImageEmbedding]:
         """Run the image encoder once on several (H, W, 3) uint8 RGB images (sizes may differ): one embedding each.
