@@ -37,24 +37,25 @@ RUN python -m venv /opt/samq \
 
 WORKDIR /src
 
-# The same steps as scripts/install.sh: torch from the constraints file first (its own layer, so code changes do
-# not re-download it), then setuptools for building sam2 without isolation.
+# The same locks as scripts/install.sh. torch and torchvision first, at the exact versions of constraints.txt, from
+# TORCH_INDEX_URL (their own layer, so code and lock changes do not re-download them); then every other package
+# from requirements/runtime.txt, pinned with hashes (this also sets torch's own dependencies to the locked
+# versions); then samq itself. sam2 (and two other sdists) build without isolation against the locked setuptools
+# (an isolated build would pull the newest CUDA torch), without sam2's optional CUDA extension (SAM2_BUILD_CUDA=0,
+# no compiler or CUDA toolkit needed). pip check proves the result consistent.
 COPY constraints.txt ./
-RUN pip install -c constraints.txt --index-url "${TORCH_INDEX_URL}" torch torchvision \
- && pip install -c constraints.txt "setuptools>=68" wheel
+RUN pip install -c constraints.txt --index-url "${TORCH_INDEX_URL}" torch torchvision
+
+COPY requirements/ requirements/
+RUN pip install --require-hashes --no-deps -r requirements/build.txt \
+ && SAM2_BUILD_CUDA=0 pip install --require-hashes --no-deps --no-build-isolation -r requirements/runtime.txt
 
 COPY pyproject.toml README.md ./
-COPY scripts/ scripts/
 COPY api/ api/
 COPY tasks/ tasks/
 COPY worker/ worker/
 COPY storage/ storage/
-
-# sam2 is published as an sdist only. SAM2_BUILD_CUDA=0 skips its optional CUDA extension (no compiler or CUDA
-# toolkit needed); --no-build-isolation builds it against the torch installed above instead of pulling the newest
-# CUDA torch into an isolated build environment.
-RUN SAM2_BUILD_CUDA=0 PIP_CONSTRAINT=/src/constraints.txt \
-    pip install --no-build-isolation -c constraints.txt /src
+RUN pip install --no-deps --no-build-isolation /src && pip check
 
 # Smoke-test the installed package (outside /src, so the sources there do not shadow it).
 WORKDIR /home/samq

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Creates .venv and installs samq into it without ever downloading CUDA torch.
-#   scripts/install.sh          runtime only
-#   scripts/install.sh --dev    plus the test and lint tools
-# sam2 ships as an sdist whose isolated build env would pull the newest CUDA torch; we install torch from the
-# constraints file first and build sam2 without isolation (and without its optional CUDA extension).
+# Creates .venv and installs samq into it from the locks in requirements/, never downloading CUDA torch.
+#   scripts/install.sh          runtime only (requirements/runtime.txt)
+#   scripts/install.sh --dev    plus the test and lint tools (requirements/dev.txt)
+# Every package but torch and torchvision is pinned with hashes (pip's hash-checking mode), so two installs of
+# the same commit get the same files. torch and torchvision are pinned to exact versions by constraints.txt; which
+# build of them pip takes is the index's choice (the CPU wheel on these machines; see README, Development).
+# sam2, iopath and antlr4-python3-runtime ship as sdists: they are built without build isolation, against the
+# locked setuptools installed first (an isolated build would pull the newest CUDA torch), and without sam2's
+# optional CUDA extension (SAM2_BUILD_CUDA=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+lock=requirements/runtime.txt
+[ "${1:-}" = "--dev" ] && lock=requirements/dev.txt
 [ -x .venv/bin/python ] || python3 -m venv .venv
-export PIP_CONSTRAINT="$PWD/constraints.txt" SAM2_BUILD_CUDA=0 PIP_DISABLE_PIP_VERSION_CHECK=1
-.venv/bin/pip install -q -c constraints.txt torch torchvision "setuptools>=68" wheel
-.venv/bin/pip install -q --no-build-isolation -c constraints.txt -e ".${extra}"
+export SAM2_BUILD_CUDA=0 PIP_DISABLE_PIP_VERSION_CHECK=1
+pip=(.venv/bin/pip install -q)
+"${pip[@]}" --require-hashes --no-deps -r requirements/build.txt
+"${pip[@]}" --require-hashes --no-deps --no-build-isolation -r "$lock"
+"${pip[@]}" -c constraints.txt torch torchvision
+"${pip[@]}" --no-deps --no-build-isolation -e .
+.venv/bin/pip check

@@ -253,7 +253,7 @@ class JobStore:
     def wait_terminal(self, job_id: str, timeout: float) -> Job | None:
         """Block until the job is terminal or ``timeout`` passes; returns the latest record."""
         deadline = time.monotonic() + timeout
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(events_channel(job_id))
             job = self.get(job_id)
