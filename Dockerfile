@@ -51,6 +51,7 @@ RUN pip install --require-hashes --no-deps -r requirements/build.txt \
  && SAM2_BUILD_CUDA=0 pip install --require-hashes --no-deps --no-build-isolation -r requirements/runtime.txt
 
 COPY pyproject.toml README.md ./
+COPY samq/ samq/
 COPY api/ api/
 COPY tasks/ tasks/
 COPY worker/ worker/
@@ -59,8 +60,8 @@ RUN pip install --no-deps --no-build-isolation /src && pip check
 
 # Smoke-test the installed package (outside /src, so the sources there do not shadow it).
 WORKDIR /home/samq
-RUN python -c "import sys, api.app, api.cli; assert 'torch' not in sys.modules, 'the API must not import torch'" \
- && python -c "import worker.celery_app, tasks.celery_tasks"
+RUN python -c "import sys, api.app, samq.cli; assert 'torch' not in sys.modules, 'the API must not import torch'" \
+ && python -c "import worker.celery_app, worker.celery_tasks"
 
 # ---------------------------------------------------------------------------------------------------------------
 FROM base AS api

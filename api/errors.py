@@ -1,4 +1,10 @@
-"""One JSON error shape for every route: ``{"error": {"code", "message", "details"}}``."""
+"""One JSON error shape for every route (``{"error": {"code", "message", "details"}}``), and the one place where
+errors become HTTP statuses.
+
+Routes raise ``ApiError`` for what only HTTP knows (a malformed body, a missing upload field), and let the job
+store's ``RequestError``s, pydantic's ``ValidationError`` and unreachable backends propagate: ``STATUS`` and the
+handlers below answer them.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,32 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from storage.base import StorageUnavailableError
+from storage.base import BackendUnavailableError
+from tasks.errors import (
+    BrokerUnavailableError,
+    IdempotencyKeyReusedError,
+    InvalidCursorError,
+    JobNotCancelableError,
+    QuotaExceededError,
+    SamqError,
+    StorageUnavailableError,
+)
+from tasks.specs import validation_details
 
 RETRY_AFTER_SECONDS = 5
 
+STATUS: dict[type[SamqError], int] = {
+    QuotaExceededError: 429,
+    IdempotencyKeyReusedError: 422,
+    InvalidCursorError: 422,
+    JobNotCancelableError: 409,
+    BrokerUnavailableError: 503,
+    StorageUnavailableError: 503,
+}
+"""The HTTP status of each error the routes let through (the first class in this order that matches)."""
 
-class ApiError(Exception):
+
+class ApiError(SamqError):
     """An error answered to the client as JSON with ``status``."""
 
     def __init__(
@@ -23,26 +49,27 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
-        self.message = message
         self.details = details or []
         self.retry_after = retry_after
 
 
-def validation_details(error: ValidationError, union_tag: str | None = None) -> list[dict[str, str]]:
-    """Pydantic errors as ``{"field": "prompts.0.box", "message", "type"}``.
+def invalid(field: str, message: str, code: str = "validation_error") -> ApiError:
+    """A 422 naming the request field at fault."""
+    return ApiError(422, code, message, [{"field": field, "message": message}])
 
-    For a discriminated union (job specs), ``union_tag`` is the body's ``type``: pydantic puts it first in every
-    path, and clients should see the field path inside their own body.
-    """
-    details = []
-    for item in error.errors(include_url=False):
-        loc = list(item["loc"])
-        if union_tag is not None and loc[:1] == [union_tag]:
-            loc = loc[1:]
-        if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            loc = ["type"]
-        details.append({"field": ".".join(str(part) for part in loc), "message": item["msg"], "type": item["type"]})
-    return details
+
+def answer(error: SamqError) -> ApiError:
+    """``error`` as it is answered: its code and message, the status of ``STATUS``, a ``Retry-After`` on 429/503."""
+    if isinstance(error, ApiError):
+        return error
+    status = next((s for cls, s in STATUS.items() if isinstance(error, cls)), 500)
+    if status == 500:
+        return ApiError(500, "internal_error", "internal error; see the API log")
+    field = getattr(error, "field", None)
+    details = [{"field": field, "message": error.message}] if field else []
+    return ApiError(
+        status, error.code, error.message, details, retry_after=RETRY_AFTER_SECONDS if status in (429, 503) else None
+    )
 
 
 def render(error: ApiError) -> Response:
@@ -54,12 +81,15 @@ def render(error: ApiError) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(error: ApiError) -> Response:
-        return render(error)
+    @app.errorhandler(SamqError)
+    def samq_error(error: SamqError) -> Response:
+        answered = answer(error)
+        if answered.status == 500:
+            app.logger.error("unmapped %s: %s", type(error).__name__, error.message)
+        return render(answered)
 
     @app.errorhandler(ValidationError)
-    def invalid(error: ValidationError) -> Response:
+    def invalid_body(error: ValidationError) -> Response:
         return render(ApiError(422, "validation_error", "the request is invalid", validation_details(error)))
 
     @app.errorhandler(HTTPException)
@@ -75,20 +105,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.RedisError)
     def broker_down(error: redis.RedisError) -> Response:
         app.logger.warning("redis unavailable: %s", error)
-        return render(
-            ApiError(
-                503, "broker_unavailable", "the job store is unreachable; retry later", retry_after=RETRY_AFTER_SECONDS
-            )
-        )
+        return render(answer(BrokerUnavailableError("the job store is unreachable; retry later")))
 
-    @app.errorhandler(StorageUnavailableError)
-    def storage_down(error: StorageUnavailableError) -> Response:
+    @app.errorhandler(BackendUnavailableError)
+    def storage_down(error: BackendUnavailableError) -> Response:
         app.logger.warning("storage unavailable: %s", error)
-        return render(
-            ApiError(
-                503,
-                "storage_unavailable",
-                "object storage is unreachable; retry later",
-                retry_after=RETRY_AFTER_SECONDS,
-            )
-        )
+        return render(answer(StorageUnavailableError("object storage is unreachable; retry later")))

@@ -13,29 +13,22 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from api.context import services, tenant
-from api.errors import RETRY_AFTER_SECONDS, ApiError, validation_details
+from api.errors import RETRY_AFTER_SECONDS, ApiError, invalid
 from api.uploads import store_upload
 from api.views import DeliveryList, JobList
 from storage.base import ObjectNotFoundError
-from tasks.dispatch import enqueue
+from tasks.batch_specs import BatchSpec, ManifestInputs, PrefixInputs, item_spec
 from tasks.egress import check_url
-from tasks.errors import BrokerUnavailableError, MediaFetchError, MediaNotFoundError, UrlRefusedError
-from tasks.jobs import IllegalTransitionError, Job, JobStatus, new_job
-from tasks.specs import (
-    Base64Image,
-    BatchSpec,
-    ConceptSpec,
-    JobSpec,
-    ManifestInputs,
-    PrefixInputs,
-    S3Image,
-    SegmentSpec,
-    TrackSpec,
-    UploadImage,
-    UrlImage,
-    item_spec,
+from tasks.errors import (
+    BrokerUnavailableError,
+    MediaFetchError,
+    MediaNotFoundError,
+    UrlRefusedError,
 )
-from tasks.store import Idempotency, IdempotencyKeyReusedError, InvalidCursorError, QuotaExceededError
+from tasks.jobs import Job, JobSpec, JobStatus, new_job
+from tasks.specs import Base64Image, ConceptSpec, S3Image, SegmentSpec, UploadImage, UrlImage, validation_details
+from tasks.store import Idempotency
+from tasks.track_specs import TrackSpec
 from tasks.uploads import Upload
 from tasks.views import job_object
 
@@ -61,30 +54,18 @@ def submit() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     svc = services()
     idempotency = _idempotency(body)
     if idempotency is not None:  # a replay answers before anything is stored (the atomic create decides races)
-        first = _replay(idempotency)
+        first = svc.jobs.replay(tenant(), idempotency)
         if first is not None:
             return _job_response(first), 200, {"Idempotent-Replayed": "true", "Location": f"/v1/jobs/{first.id}"}
     spec = _admit(spec)
     if spec.webhook is not None:
         svc.webhook_secrets.current(tenant())  # created on first use, so the first event is already signed
     limits = svc.api.limits_for(tenant())
-    try:
-        job, replayed = svc.jobs.create(
-            new_job(spec, tenant()), max_active=limits.max_queued_jobs, idempotency=idempotency
-        )
-    except QuotaExceededError as e:
-        raise ApiError(
-            429,
-            "too_many_jobs",
-            f"this tenant has {e.active} unfinished jobs; the limit is {e.limit} (SAMQ_API_MAX_QUEUED_JOBS)",
-            retry_after=RETRY_AFTER_SECONDS,
-        ) from e
-    except IdempotencyKeyReusedError as e:
-        raise _key_reused(e) from e
+    job, replayed = svc.jobs.create(new_job(spec, tenant()), max_active=limits.max_queued_jobs, idempotency=idempotency)
     if replayed:
         return _job_response(job), 200, {"Idempotent-Replayed": "true", "Location": f"/v1/jobs/{job.id}"}
     try:
-        enqueue(svc.celery, job)
+        svc.dispatch.enqueue(job)
     except Exception as e:  # kombu raises many types; the job must not stay queued without a message
         svc.jobs.fail_unsent(job.id, BrokerUnavailableError(f"could not enqueue: {e}"))
         if idempotency is not None:
@@ -111,12 +92,9 @@ def list_jobs() -> Response:
     except ValidationError as e:
         raise ApiError(422, "validation_error", "invalid query parameters", validation_details(e)) from e
     svc = services()
-    try:
-        jobs, cursor = svc.jobs.list_jobs(
-            tenant(), status=query.status, job_type=query.type, limit=query.limit, cursor=query.cursor
-        )
-    except InvalidCursorError as e:
-        raise ApiError(422, "validation_error", str(e), [{"field": "cursor", "message": str(e)}]) from e
+    jobs, cursor = svc.jobs.list_jobs(
+        tenant(), status=query.status, job_type=query.type, limit=query.limit, cursor=query.cursor
+    )
     presign = svc.storage.presign_seconds
     page = JobList(data=[job_object(job, svc.objects, presign) for job in jobs], next_cursor=cursor)
     return jsonify(page.model_dump(mode="json"))
@@ -129,10 +107,7 @@ def get_job(job_id: str) -> Response:
 
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str) -> tuple[Response, int]:
-    try:
-        job = services().jobs.request_cancel(job_id, tenant())
-    except IllegalTransitionError as e:
-        raise ApiError(409, "job_not_cancelable", f"job {job_id} is already {e.current.value}") from e
+    job = services().jobs.request_cancel(job_id, tenant())
     if job is None:
         raise _not_found(job_id)
     return _job_response(job), 202
@@ -173,12 +148,11 @@ def item_result(job_id: str, index: int) -> Response:
                 409, "item_not_done", f"item {index} of job {job_id} has no outcome yet ({job.status.value})"
             )
         raise ApiError(404, "item_not_found", f"job {job_id} has no item {index} (it has {progress.total})")
-    if record["status"] != "succeeded":
-        error = record["error"]
-        raise ApiError(409, "item_failed", f"item {index} failed: {error['code']}: {error['message']}", [error])
-    key = next(f["key"] for f in record["files"] if f["name"] == record["document"])
+    if record.error is not None:
+        error = record.error
+        raise ApiError(409, "item_failed", f"item {index} failed: {error.code}: {error.message}", [error.model_dump()])
     try:
-        data = services().objects.get(key)
+        data = services().objects.get(record.document_key)
     except ObjectNotFoundError as e:
         raise ApiError(410, "result_expired", f"the result of item {index} is no longer stored") from e
     return Response(data, mimetype="application/json")
@@ -204,21 +178,6 @@ def _idempotency(body: Any) -> Idempotency | None:
         raise ApiError(422, "validation_error", message, [{"field": "Idempotency-Key", "message": message}])
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return Idempotency(key=key, body_sha256=hashlib.sha256(canonical.encode()).hexdigest())
-
-
-def _replay(idempotency: Idempotency) -> Job | None:
-    try:
-        return services().jobs.replay(tenant(), idempotency)
-    except IdempotencyKeyReusedError as e:
-        raise _key_reused(e) from e
-
-
-def _key_reused(error: IdempotencyKeyReusedError) -> ApiError:
-    return ApiError(
-        422,
-        "idempotency_key_reused",
-        f"this Idempotency-Key was first used with a different body (job {error.job_id}); use a new key",
-    )
 
 
 def _parse_spec(body: Any) -> JobSpec:
@@ -247,7 +206,7 @@ def _admit(spec: JobSpec) -> JobSpec:
             spec = spec.model_copy(update={"image": UploadImage(upload=upload_id)})
         upload = _check_media("image", spec.image)
         if upload is not None:
-            _check_pixels(upload, svc.max_image_pixels)
+            _check_pixels(upload, svc.queue.max_image_pixels)
             if upload.width is not None and upload.height is not None:
                 _check_bounds(spec, upload.width, upload.height)
     if spec.webhook is not None:
@@ -256,7 +215,7 @@ def _admit(spec: JobSpec) -> JobSpec:
         for i, prompt in enumerate(spec.prompts):
             ref = prompt.mask_input
             if ref is not None and svc.jobs.get(ref.job, tenant()) is None:
-                raise _invalid(f"prompts.{i}.mask_input.job", f"unknown job {ref.job}")
+                raise invalid(f"prompts.{i}.mask_input.job", f"unknown job {ref.job}")
     return spec
 
 
@@ -285,7 +244,7 @@ def _check_batch(spec: BatchSpec) -> None:
 
 def _check_bucket(field: str, bucket: str) -> None:
     if bucket not in services().storage.readable_buckets:
-        raise _invalid(field, f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)")
+        raise invalid(field, f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)")
 
 
 def _check_media(field: str, ref: object) -> Upload | None:
@@ -294,7 +253,7 @@ def _check_media(field: str, ref: object) -> Upload | None:
     if isinstance(ref, UploadImage):
         upload = svc.uploads.get(ref.upload, tenant())
         if upload is None:
-            raise _invalid(f"{field}.upload", f"unknown upload {ref.upload}")
+            raise invalid(f"{field}.upload", f"unknown upload {ref.upload}")
         return upload
     if isinstance(ref, UrlImage):
         _check_url(f"{field}.url", ref.url)
@@ -316,7 +275,7 @@ def _check_bounds(spec: JobSpec, width: int, height: int) -> None:
     """Points and boxes must lie on the image (points: 0 ≤ x < width; box corners: 0 ≤ x ≤ width)."""
 
     def outside(field: str, what: str) -> ApiError:
-        return _invalid(field, f"{what} lies outside the {width}x{height} image")
+        return invalid(field, f"{what} lies outside the {width}x{height} image")
 
     if isinstance(spec, SegmentSpec):
         for i, prompt in enumerate(spec.prompts):
@@ -350,7 +309,7 @@ def _decode_base64(text: str, limit: int) -> bytes:
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (UnicodeEncodeError, binascii.Error) as e:
-        raise _invalid("image.base64", f"not valid base64: {e}") from e
+        raise invalid("image.base64", f"not valid base64: {e}") from e
     if len(data) > limit:
         raise ApiError(
             413, "payload_too_large", f"image.base64 decodes to more than {limit} bytes (SAMQ_API_MAX_BASE64_BYTES)"
@@ -377,7 +336,3 @@ def _job_response(job: Job) -> Response:
 
 def _not_found(job_id: str) -> ApiError:
     return ApiError(404, "job_not_found", f"no job {job_id}")
-
-
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "validation_error", message, [{"field": field, "message": message}])

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tasks.names import JOB_TYPES, Queue
-from tasks.store import ENTERED, RUNTIME_BUCKETS, runtime_key
+from tasks import stats
+from tasks.names import Queue
 
 # kombu's Redis transport keeps one list per priority step: the queue name, then name + "\x06\x16" + step.
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -32,16 +31,14 @@ class QueueCollector(Collector):
         yield depth
 
         entered = CounterMetricFamily("samq_jobs", "Jobs that entered each status.", labels=["status"])
-        counts = cast(dict[str, str], self._redis.hgetall(ENTERED))
-        for status, count in sorted(counts.items()):
+        for status, count in sorted(stats.entered(self._redis).items()):
             entered.add_metric([status], float(count))
         yield entered
 
         runtime = HistogramMetricFamily("samq_job_run_seconds", "Run time of finished jobs.", labels=["type"])
-        for job_type in JOB_TYPES:
-            stats = cast(dict[str, str], self._redis.hgetall(runtime_key(job_type)))
-            buckets = [(_le(bound), float(stats.get(repr(bound), 0))) for bound in RUNTIME_BUCKETS]
-            runtime.add_metric([job_type], buckets, float(stats.get("sum", 0)))
+        for job_type, times in stats.run_times(self._redis).items():
+            buckets = [(_le(bound), float(count)) for bound, count in times.buckets]
+            runtime.add_metric([job_type], buckets, times.total_seconds)
         yield runtime
 
 

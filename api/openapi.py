@@ -17,7 +17,7 @@ from pydantic.json_schema import JsonSchemaMode
 
 from api.jobs import MAX_IDEMPOTENCY_KEY_CHARS, ListQuery
 from api.views import DeliveryList, ErrorBody, Health, JobList, UploadCreated, WebhookSecret
-from tasks.specs import JobSpec
+from tasks.jobs import JobSpec
 from tasks.views import JobObject
 
 Schema = dict[str, Any]

@@ -6,7 +6,6 @@ import threading
 from dataclasses import dataclass
 
 import redis
-from celery import Celery
 
 from api.limits import RateLimiter
 from api.settings import ApiSettings
@@ -14,12 +13,12 @@ from storage import make_store
 from storage.base import ObjectStore
 from storage.settings import StorageSettings
 from tasks.batch_store import BatchStore
+from tasks.broker import celery_app, connect
+from tasks.dispatch import Dispatcher
 from tasks.settings import QueueSettings
-from tasks.store import JobStore, connect
+from tasks.store import JobStore
 from tasks.uploads import UploadStore
 from tasks.webhooks import WebhookSecrets
-from worker.celery_app import create_celery
-from worker.settings import WorkerSettings
 
 
 @dataclass(frozen=True)
@@ -32,13 +31,11 @@ class Services:
     batches: BatchStore
     uploads: UploadStore
     objects: ObjectStore
-    celery: Celery
+    dispatch: Dispatcher
     waiters: threading.BoundedSemaphore
     """Requests allowed to hold a server thread for ``Prefer: wait`` at once (half the threads)."""
     rate_limiter: RateLimiter
     webhook_secrets: WebhookSecrets
-    max_image_pixels: int
-    """The workers' decoded-pixel cap (``SAMQ_WORKER_MAX_IMAGE_PIXELS``), checked at submit where the size is known."""
 
 
 def build_services(
@@ -55,9 +52,8 @@ def build_services(
         batches=BatchStore(client, queue.job_ttl_seconds, queue.lease_seconds),
         uploads=UploadStore(client, queue.job_ttl_seconds),
         objects=make_store(storage),
-        celery=create_celery(queue),
+        dispatch=Dispatcher(celery_app(queue), queue),
         waiters=threading.BoundedSemaphore(max(1, api.threads // 2)),
         rate_limiter=RateLimiter(client),
         webhook_secrets=WebhookSecrets(client, queue.webhook_secret_overlap_seconds),
-        max_image_pixels=WorkerSettings().max_image_pixels,
     )

@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from storage.base import (
+    BackendUnavailableError,
     ObjectNotFoundError,
     ObjectStore,
+    ObjectTooLargeError,
     PresignedUrl,
     StorageError,
-    StorageUnavailableError,
 )
 from storage.local import LocalStore, load_or_create_signing_key
 from storage.settings import StorageSettings
@@ -19,14 +20,15 @@ if TYPE_CHECKING:
     from storage.s3 import S3Store
 
 __all__ = [
+    "BackendUnavailableError",
     "ObjectNotFoundError",
     "ObjectStore",
+    "ObjectTooLargeError",
     "PresignedUrl",
     "S3Lister",
     "S3Reader",
     "StorageError",
     "StorageSettings",
-    "StorageUnavailableError",
     "make_s3_lister",
     "make_s3_reader",
     "make_store",

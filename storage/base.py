@@ -16,7 +16,11 @@ class ObjectNotFoundError(StorageError):
     """The key does not exist."""
 
 
-class StorageUnavailableError(StorageError):
+class ObjectTooLargeError(StorageError):
+    """The object is larger than the reader's ``max_bytes``."""
+
+
+class BackendUnavailableError(StorageError):
     """The backend could not be reached, or answered with a server error (worth retrying)."""
 
 
@@ -36,7 +40,7 @@ class ObjectStore(Protocol):
         """Write (or overwrite) ``key`` with the contents of a local file, streamed (large results)."""
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
-        """Read ``key``. Raises ObjectNotFoundError; raises StorageError if it exceeds ``max_bytes``."""
+        """Read ``key``. Raises ObjectNotFoundError, or ObjectTooLargeError past ``max_bytes``."""
 
     def size(self, key: str) -> int | None:
         """Byte size of ``key``, or None when it does not exist."""
@@ -48,4 +52,4 @@ class ObjectStore(Protocol):
         """A URL anyone holding it can GET until it expires."""
 
     def ping(self) -> None:
-        """Raise StorageUnavailableError unless the backend answers (readiness probe)."""
+        """Raise BackendUnavailableError unless the backend answers (readiness probe)."""

@@ -17,7 +17,13 @@ from stat import S_ISREG
 from typing import BinaryIO
 from urllib.parse import quote
 
-from storage.base import ObjectNotFoundError, PresignedUrl, StorageError, StorageUnavailableError
+from storage.base import (
+    BackendUnavailableError,
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+    PresignedUrl,
+    StorageError,
+)
 
 SIGNING_KEY_FILE = ".signing-key"
 _SIGNING_KEY_BYTES = 32
@@ -72,7 +78,7 @@ class LocalStore:
             with path.open("rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if max_bytes is not None and size > max_bytes:
-                    raise StorageError(f"{key} is {size} bytes, over the {max_bytes}-byte limit")
+                    raise ObjectTooLargeError(f"{key} is {size} bytes, over the {max_bytes}-byte limit")
                 return f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
             raise ObjectNotFoundError(key) from e
@@ -118,7 +124,7 @@ class LocalStore:
 
     def ping(self) -> None:
         if not (self._root.is_dir() and os.access(self._root, os.W_OK | os.X_OK)):
-            raise StorageUnavailableError(f"{self._root} is not a writable directory")
+            raise BackendUnavailableError(f"{self._root} is not a writable directory")
 
     def _key_of(self, path: Path) -> str:
         return path.relative_to(self._root).as_posix()

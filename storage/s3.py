@@ -15,7 +15,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from storage.base import ObjectNotFoundError, PresignedUrl, StorageError, StorageUnavailableError
+from storage.base import (
+    BackendUnavailableError,
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+    PresignedUrl,
+    StorageError,
+)
 from storage.settings import StorageSettings
 
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
@@ -62,7 +68,7 @@ class S3Store:
             with body:
                 size = int(response["ContentLength"])
                 if max_bytes is not None and size > max_bytes:
-                    raise StorageError(f"{key} is {size} bytes, over the {max_bytes}-byte limit")
+                    raise ObjectTooLargeError(f"{key} is {size} bytes, over the {max_bytes}-byte limit")
                 data: bytes = body.read()
         return data
 
@@ -117,7 +123,7 @@ class S3Store:
         try:
             self._client.head_bucket(Bucket=self._bucket)
         except (ClientError, BotoCoreError) as e:
-            raise StorageUnavailableError(f"bucket {self._bucket} is not reachable: {e}") from e
+            raise BackendUnavailableError(f"bucket {self._bucket} is not reachable: {e}") from e
 
 
 def make_s3_client(settings: StorageSettings) -> Any:
@@ -158,9 +164,9 @@ def _translated(bucket: str, key: str) -> Iterator[None]:
         if code in _NOT_FOUND_CODES:
             raise ObjectNotFoundError(where) from e
         if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
-            raise StorageUnavailableError(f"{where}: {e}") from e
+            raise BackendUnavailableError(f"{where}: {e}") from e
         raise StorageError(f"{where}: {e}") from e
     except _TRANSIENT_ERRORS as e:
-        raise StorageUnavailableError(f"s3://{bucket}/{key}: {e}") from e
+        raise BackendUnavailableError(f"s3://{bucket}/{key}: {e}") from e
     except BotoCoreError as e:
         raise StorageError(f"s3://{bucket}/{key}: {e}") from e

@@ -13,59 +13,47 @@ No Celery chords (they lose bodies and loop on Redis). Instead:
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import redis
-from celery import Celery
+from pydantic import Field
 
-from storage import S3Lister
-from tasks.dispatch import enqueue_shard
-from tasks.settings import QueueSettings
-from tasks.specs import BatchSpec
-from tasks.store import PREFIX, JobStore, cancel_key
-
-log = logging.getLogger(__name__)
-
-BATCHES = f"{PREFIX}:batches"
-"""Ids of batches that fanned out and are not finalized yet: what the reconcile pass visits."""
-NUDGE_SECONDS = 60
-"""The reconcile pass re-sends a lost finalizer's task at most this often per batch."""
-SHARD_LEASES = f"{PREFIX}:batch-shards"
-"""``{job_id}:{shard}`` → lease expiry (unix seconds) of each running shard."""
+from tasks.jobs import Record
+from tasks.redis_keys import BATCHES, SHARD_LEASES, batch_key, cancel_key
 
 
-def batch_key(job_id: str) -> str:
-    return f"{PREFIX}:batch:{job_id}"
+class ItemFile(Record):
+    name: str
+    """Relative to the batch job's folder: ``items/000012/result.json``."""
+    key: str
+    bytes: int
 
 
-def _items_key(job_id: str) -> str:
-    return f"{batch_key(job_id)}:items"
+class ItemError(Record):
+    code: str
+    message: str
 
 
-def _tries_key(job_id: str) -> str:
-    return f"{batch_key(job_id)}:tries"
+class ItemRecord(Record):
+    """One item's outcome, written once: where a succeeded item's files are, or why it failed."""
 
+    status: Literal["succeeded", "failed"]
+    name: str
+    """The item's ``name``, else its media reference."""
+    document: str | None = None
+    """Succeeded: the name (among ``files``) of its result document."""
+    files: list[ItemFile] = Field(default_factory=list)
+    timings: dict[str, float] | None = None
+    input: dict[str, Any] | None = None
+    """Failed: the item's media reference."""
+    error: ItemError | None = None
 
-def _done_key(job_id: str) -> str:
-    return f"{batch_key(job_id)}:done"
-
-
-def _final_key(job_id: str) -> str:
-    return f"{batch_key(job_id)}:final"
-
-
-def _nudge_key(job_id: str) -> str:
-    return f"{batch_key(job_id)}:nudge"
-
-
-def _tick_key(job_id: str) -> str:
-    return f"{batch_key(job_id)}:tick"
+    @property
+    def document_key(self) -> str:
+        return next(f.key for f in self.files if f.name == self.document)
 
 
 # Open (or re-open after the expanding attempt died): the shape is written once; the attempt always.
@@ -153,14 +141,14 @@ class BatchStore:
 
     def open(self, job_id: str, attempt: int, total: int, shards: int, max_failures: int) -> bool:
         """Record the batch's shape (False when an earlier attempt already did: its shards are kept)."""
-        keys = [batch_key(job_id), _items_key(job_id), _tries_key(job_id), _done_key(job_id)]
+        keys = [batch_key(job_id), batch_key(job_id, "items"), batch_key(job_id, "tries"), batch_key(job_id, "done")]
         args: list[str | int] = [attempt, total, shards, max_failures, self._ttl, BATCHES, job_id]
         return bool(self._open(keys=keys, args=args))
 
     def state(self, job_id: str) -> BatchState | None:
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(batch_key(job_id))
-            pipe.scard(_done_key(job_id))
+            pipe.scard(batch_key(job_id, "done"))
             fields, shards_done = cast(tuple[dict[str, str], int], tuple(pipe.execute()))
         if "total" not in fields:
             return None
@@ -186,7 +174,7 @@ class BatchStore:
 
     def claim_shard(self, job_id: str, shard: int) -> bool:
         now = time.time()
-        keys = [_done_key(job_id), SHARD_LEASES]
+        keys = [batch_key(job_id, "done"), SHARD_LEASES]
         return bool(self._claim(keys=keys, args=[shard, _member(job_id, shard), now, now + self._lease]))
 
     def renew_shard(self, job_id: str, shard: int) -> bool:
@@ -200,7 +188,7 @@ class BatchStore:
 
     def complete_shard(self, job_id: str, shard: int) -> bool:
         """Mark the shard done; True for exactly one call per batch: the one that completes the last shard."""
-        keys = [_done_key(job_id), SHARD_LEASES, batch_key(job_id)]
+        keys = [batch_key(job_id, "done"), SHARD_LEASES, batch_key(job_id)]
         return bool(self._complete(keys=keys, args=[shard, _member(job_id, shard), self._ttl]))
 
     def lapsed_shards(self) -> list[tuple[str, int]]:
@@ -218,39 +206,39 @@ class BatchStore:
         """Those of ``indices`` not recorded yet."""
         if not indices:
             return []
-        recorded = cast(list[str | None], self._redis.hmget(_items_key(job_id), [str(i) for i in indices]))
+        recorded = cast(list[str | None], self._redis.hmget(batch_key(job_id, "items"), [str(i) for i in indices]))
         return [i for i, record in zip(indices, recorded, strict=True) if record is None]
 
     def try_item(self, job_id: str, index: int) -> int:
         """Count one more attempt at the item; returns how many there have been (crashes included)."""
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(_tries_key(job_id), str(index), 1)
-            pipe.expire(_tries_key(job_id), self._ttl)
+            pipe.hincrby(batch_key(job_id, "tries"), str(index), 1)
+            pipe.expire(batch_key(job_id, "tries"), self._ttl)
             tries, _ = pipe.execute()
         return int(tries)
 
-    def record(self, job_id: str, index: int, record: dict[str, Any]) -> tuple[int, int] | None:
-        """Store the item's outcome (``record["status"]`` is ``succeeded`` or ``failed``) and count it. Returns the
-        batch's ``(succeeded, failed)``, or None when the item was already recorded (nothing counted)."""
-        field = "succeeded" if record["status"] == "succeeded" else "failed"
-        keys = [batch_key(job_id), _items_key(job_id)]
-        counts = cast(list[int], self._record(keys=keys, args=[index, json.dumps(record), field, self._ttl]))
+    def record(self, job_id: str, index: int, record: ItemRecord) -> tuple[int, int] | None:
+        """Store the item's outcome and count it. Returns the batch's ``(succeeded, failed)``, or None when the item
+        was already recorded (nothing counted)."""
+        keys = [batch_key(job_id), batch_key(job_id, "items")]
+        args: list[str | int] = [index, record.model_dump_json(exclude_none=True), record.status, self._ttl]
+        counts = cast(list[int], self._record(keys=keys, args=args))
         return None if counts[0] < 0 else (counts[0], counts[1])
 
-    def item(self, job_id: str, index: int) -> dict[str, Any] | None:
-        raw = cast(str | None, self._redis.hget(_items_key(job_id), str(index)))
-        return None if raw is None else cast(dict[str, Any], json.loads(raw))
+    def item(self, job_id: str, index: int) -> ItemRecord | None:
+        raw = cast(str | None, self._redis.hget(batch_key(job_id, "items"), str(index)))
+        return None if raw is None else ItemRecord.model_validate_json(raw)
 
-    def items(self, job_id: str, total: int, page: int = 1000) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    def items(self, job_id: str, total: int, page: int = 1000) -> Iterator[tuple[int, ItemRecord | None]]:
         """Every item's record in index order (None: never recorded), a page of ``HMGET`` at a time."""
         for start in range(0, total, page):
             indices = [str(i) for i in range(start, min(start + page, total))]
-            for i, raw in enumerate(cast(list[str | None], self._redis.hmget(_items_key(job_id), indices))):
-                yield start + i, None if raw is None else json.loads(raw)
+            for i, raw in enumerate(cast(list[str | None], self._redis.hmget(batch_key(job_id, "items"), indices))):
+                yield start + i, None if raw is None else ItemRecord.model_validate_json(raw)
 
     def progress_due(self, job_id: str) -> bool:
         """At most one progress write a second per batch, whichever shard asks."""
-        return bool(self._redis.set(_tick_key(job_id), "1", nx=True, px=1000))
+        return bool(self._redis.set(batch_key(job_id, "tick"), "1", nx=True, px=1000))
 
     # ---- stopping and finalizing ----------------------------------------------------------------------------
 
@@ -267,20 +255,20 @@ class BatchStore:
         return cast(str | None, reason) or ("canceled" if canceled else None)
 
     def claim_finalizer(self, job_id: str) -> bool:
-        return bool(self._redis.set(_final_key(job_id), "1", nx=True, px=int(self._lease * 1000)))
+        return bool(self._redis.set(batch_key(job_id, "final"), "1", nx=True, px=int(self._lease * 1000)))
 
     def renew_finalizer(self, job_id: str) -> None:
-        self._redis.pexpire(_final_key(job_id), int(self._lease * 1000))
+        self._redis.pexpire(batch_key(job_id, "final"), int(self._lease * 1000))
 
     def release_finalizer(self, job_id: str) -> None:
-        self._redis.delete(_final_key(job_id))
+        self._redis.delete(batch_key(job_id, "final"))
 
     def finalizer_live(self, job_id: str) -> bool:
-        return bool(self._redis.exists(_final_key(job_id)))
+        return bool(self._redis.exists(batch_key(job_id, "final")))
 
     def nudge(self, job_id: str, seconds: int) -> bool:
         """True at most once per ``seconds``: the reconcile pass re-sends a finalize task no more often."""
-        return bool(self._redis.set(_nudge_key(job_id), "1", nx=True, ex=seconds))
+        return bool(self._redis.set(batch_key(job_id, "nudge"), "1", nx=True, ex=seconds))
 
     def open_batches(self) -> list[str]:
         return sorted(cast(set[str], self._redis.smembers(BATCHES)))
@@ -289,7 +277,12 @@ class BatchStore:
         """The batch is terminal: off the reconcile list. Item records stay (the API serves them) until they expire."""
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.srem(BATCHES, job_id)
-            pipe.delete(_tries_key(job_id), _final_key(job_id), _nudge_key(job_id), _tick_key(job_id))
+            pipe.delete(
+                batch_key(job_id, "tries"),
+                batch_key(job_id, "final"),
+                batch_key(job_id, "nudge"),
+                batch_key(job_id, "tick"),
+            )
             pipe.execute()
 
 
@@ -300,63 +293,3 @@ def _member(job_id: str, shard: int) -> str:
 def _parse_member(member: str) -> tuple[str, int]:
     job_id, _, shard = member.rpartition(":")
     return job_id, int(shard)
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    shard_size: int = 16
-    """Images per shard unless the batch sets ``shard_size`` (a video is always a shard of its own)."""
-    encode_batch: int | None = None
-    """Images of a shard encoded in one call (``set_image_batch``); None: 8 on a GPU, 1 (off) on CPU."""
-    max_items: int = 100_000
-
-
-@dataclass(frozen=True)
-class BatchContext:
-    """What batch work needs besides the Runtime: its Redis state, S3 listing and a way to send shards."""
-
-    store: BatchStore
-    send_shard: Callable[[str, int, bool], None]
-    list_s3: S3Lister | None
-    limits: BatchLimits = dataclasses.field(default_factory=BatchLimits)
-
-
-def batch_context(app: Celery, settings: QueueSettings, client: redis.Redis, list_s3: S3Lister | None) -> BatchContext:
-    """The context a worker process (or its housekeeping timer) runs batch work with."""
-    return BatchContext(
-        store=BatchStore(client, settings.job_ttl_seconds, settings.lease_seconds),
-        send_shard=lambda job_id, shard, videos: enqueue_shard(app, job_id, shard, videos),
-        list_s3=list_s3,
-        limits=BatchLimits(
-            shard_size=settings.batch_shard_size,
-            encode_batch=settings.batch_encode_size,
-            max_items=settings.batch_max_items,
-        ),
-    )
-
-
-def reconcile(jobs: JobStore, ctx: BatchContext, send_finalize: Callable[[str], None]) -> None:
-    """One pass: re-send shards whose worker died; stop canceled batches; finalize those whose finalizer was lost.
-
-    Only Redis is touched here (it runs on the worker's timer, never near a model).
-    """
-    for job_id, shard in ctx.store.lapsed_shards():
-        job = jobs.get(job_id)
-        if ctx.store.take_back(job_id, shard) and job is not None and not job.status.is_terminal:
-            log.warning("batch %s shard %d: lease lapsed (worker lost); sent again", job_id, shard)
-            ctx.send_shard(job_id, shard, isinstance(job.spec, BatchSpec) and job.spec.template.type == "track")
-    for job_id in ctx.store.open_batches():
-        job = jobs.get(job_id)
-        if job is None or job.status.is_terminal:
-            ctx.store.close(job_id)
-            continue
-        state = ctx.store.state(job_id)
-        if state is None:
-            continue
-        if state.stop is None and jobs.cancel_requested(job_id):
-            ctx.store.stop(job_id, "canceled")
-        elif not (state.complete or state.stop):
-            continue
-        if not ctx.store.finalizer_live(job_id) and ctx.store.nudge(job_id, NUDGE_SECONDS):
-            log.warning("batch %s: no live finalizer; finalize sent", job_id)
-            send_finalize(job_id)

@@ -1,6 +1,8 @@
-"""Sending job messages. The message carries the job id only; everything else lives in the job record."""
+"""Sending messages. A job's message carries its id only; everything else lives in the job record."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from celery import Celery
 
@@ -14,43 +16,51 @@ from tasks.names import (
     Queue,
     queue_for,
 )
+from tasks.settings import QueueSettings
 
 
-def enqueue(app: Celery, job: Job, countdown: float | None = None) -> None:
-    """Send ``job``'s message to its queue; ``track`` jobs carry their own (longer) time limits."""
-    limits: dict[str, int] = {}
-    if job.type == "track":
-        soft, hard = app.conf.samq_track_time_limits
-        limits = {"soft_time_limit": soft, "time_limit": hard}
-    app.send_task(
-        RUN_JOB_TASK,
-        kwargs={"job_id": job.id},
-        queue=queue_for(job.type, job.model).value,
-        countdown=countdown,
-        **limits,
-    )
+@dataclass(frozen=True)
+class Dispatcher:
+    """Every message samq sends, on the app of ``tasks.broker.celery_app``; ``settings`` gives the time limits."""
 
+    app: Celery
+    settings: QueueSettings
 
-def enqueue_shard(app: Celery, job_id: str, shard: int, videos: bool) -> None:
-    """One shard of a batch on the ``bulk`` queue; shards of videos carry the ``track`` time limits."""
-    limits: dict[str, int] = {}
-    if videos:
-        soft, hard = app.conf.samq_track_time_limits
-        limits = {"soft_time_limit": soft, "time_limit": hard}
-    app.send_task(RUN_SHARD_TASK, kwargs={"job_id": job_id, "shard": shard}, queue=Queue.BULK.value, **limits)
+    def enqueue(self, job: Job, countdown: float | None = None) -> None:
+        """Send ``job``'s message to its queue; ``track`` jobs carry their own (longer) time limits."""
+        self.app.send_task(
+            RUN_JOB_TASK,
+            kwargs={"job_id": job.id},
+            queue=queue_for(job.type, job.model).value,
+            countdown=countdown,
+            **self._limits(job.type == "track"),
+        )
 
+    def enqueue_shard(self, job_id: str, shard: int, videos: bool) -> None:
+        """One shard of a batch on the ``bulk`` queue; shards of videos carry the ``track`` time limits."""
+        self.app.send_task(
+            RUN_SHARD_TASK, kwargs={"job_id": job_id, "shard": shard}, queue=Queue.BULK.value, **self._limits(videos)
+        )
 
-def send_finalize(app: Celery, job_id: str) -> None:
-    """Finalize a batch whose finalizer was lost, on the ``io`` queue (no model needed; never behind a backlog)."""
-    app.send_task(FINALIZE_BATCH_TASK, kwargs={"job_id": job_id}, queue=Queue.IO.value)
+    def send_finalize(self, job_id: str) -> None:
+        """Finalize a batch whose finalizer was lost, on the ``io`` queue (no model needed; never behind a
+        backlog)."""
+        self.app.send_task(FINALIZE_BATCH_TASK, kwargs={"job_id": job_id}, queue=Queue.IO.value)
 
+    def send_delivery(self, event_id: str) -> None:
+        """One attempt of one webhook event, on the ``io`` queue (the outbox in Redis holds its schedule)."""
+        self.app.send_task(DELIVER_WEBHOOK_TASK, kwargs={"event_id": event_id}, queue=Queue.IO.value)
 
-def send_delivery(app: Celery, event_id: str) -> None:
-    """One attempt of one webhook event, on the ``io`` queue (the outbox in Redis holds its schedule)."""
-    app.send_task(DELIVER_WEBHOOK_TASK, kwargs={"event_id": event_id}, queue=Queue.IO.value)
+    def ping(self, queue: Queue, timeout: float) -> str:
+        """A bare Celery round trip on ``queue`` (the benchmark's baseline)."""
+        result: str = self.app.send_task(PING_TASK, queue=queue.value).get(timeout=timeout)
+        return result
 
-
-def ping(app: Celery, queue: Queue, timeout: float) -> str:
-    """A bare Celery round trip on ``queue`` (the benchmark's baseline)."""
-    result: str = app.send_task(PING_TASK, queue=queue.value).get(timeout=timeout)
-    return result
+    def _limits(self, track: bool) -> dict[str, int]:
+        """Video work runs under the ``track`` time limits; everything else under the app's defaults."""
+        if not track:
+            return {}
+        return {
+            "soft_time_limit": self.settings.track_soft_time_limit_seconds,
+            "time_limit": self.settings.track_hard_time_limit_seconds,
+        }

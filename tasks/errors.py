@@ -1,7 +1,9 @@
-"""Job errors: every failure a job can end with has a stable snake_case ``code``.
+"""samq's errors, one tree: every failure has a stable snake_case ``code``.
 
-``PermanentError`` means re-running cannot help (bad input, missing model); the job fails at once.
-``TransientError`` means the world may heal (storage or network hiccup); the job is retried up to the attempt cap.
+Job errors end a job (``status=failed``, ``error.code``): ``PermanentError`` means re-running cannot help (bad
+input, missing model), so the job fails at once; ``TransientError`` means the world may heal (storage or network
+hiccup), so the job is retried up to the attempt cap. Request errors (the end of this module) are what the job
+store refuses to do for a client; the API maps each class to an HTTP status in one place (``api.errors``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class InvalidImageError(PermanentError):
     """The bytes look like a supported image format but cannot be decoded."""
 
     code = "invalid_image"
+
+
+class InvalidBase64Error(PermanentError):
+    """``image.base64`` does not decode."""
+
+    code = "invalid_base64"
 
 
 class UnsupportedMediaError(PermanentError):
@@ -199,3 +207,59 @@ class FailureRateExceededError(PermanentError):
     """More of the batch's items failed than its ``max_failure_rate`` allows."""
 
     code = "failure_rate_exceeded"
+
+
+# ---- request errors: what the job store refuses a client ------------------------------------------------------
+
+
+class RequestError(SamqError):
+    """The client asked for something the job store refuses; never a job's outcome."""
+
+
+class IllegalTransitionError(RequestError):
+    """A transition the state machine forbids (e.g. anything out of a terminal state)."""
+
+    code = "illegal_transition"
+
+    def __init__(self, job_id: str, current: str, target: str) -> None:
+        super().__init__(f"job {job_id} cannot go from {current} to {target}")
+        self.current = current
+        self.target = target
+
+
+class JobNotCancelableError(IllegalTransitionError):
+    """A cancel request for a job that already ended."""
+
+    code = "job_not_cancelable"
+
+    def __init__(self, job_id: str, current: str) -> None:
+        super().__init__(job_id, current, "canceled")
+        self.message = f"job {job_id} is already {current}"
+
+
+class QuotaExceededError(RequestError):
+    """The tenant already has as many unfinished jobs as it may."""
+
+    code = "too_many_jobs"
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(f"this tenant has {active} unfinished jobs; the limit is {limit} (SAMQ_API_MAX_QUEUED_JOBS)")
+        self.active = active
+        self.limit = limit
+
+
+class IdempotencyKeyReusedError(RequestError):
+    """The ``Idempotency-Key`` was first used with a different body (for ``job_id``)."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"this Idempotency-Key was first used with a different body (job {job_id}); use a new key")
+        self.job_id = job_id
+
+
+class InvalidCursorError(RequestError):
+    """A listing cursor that the job store did not hand out."""
+
+    code = "validation_error"
+    field = "cursor"

@@ -10,11 +10,15 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.specs import JobSpec
+from tasks.batch_specs import BatchSpec
+from tasks.errors import IllegalTransitionError
+from tasks.names import RESULT_DOCUMENT
+from tasks.specs import ConceptSpec, EmbedSpec, SegmentSpec
+from tasks.track_specs import TrackSpec
 
 
 class JobStatus(StrEnum):
@@ -38,13 +42,8 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-class IllegalTransitionError(Exception):
-    """A transition the state machine forbids (e.g. anything out of a terminal state)."""
-
-    def __init__(self, job_id: str, current: JobStatus, target: JobStatus) -> None:
-        super().__init__(f"job {job_id} cannot go from {current} to {target}")
-        self.current = current
-        self.target = target
+JobSpec = Annotated[SegmentSpec | EmbedSpec | ConceptSpec | TrackSpec | BatchSpec, Field(discriminator="type")]
+"""Any job's spec, told apart by its ``type``."""
 
 
 class Record(BaseModel):
@@ -73,7 +72,7 @@ class ResultFile(Record):
 class JobResult(Record):
     files: list[ResultFile]
     summary: dict[str, Any]
-    document: str = "result.json"
+    document: str = RESULT_DOCUMENT
     """Name (among ``files``) of the result document that GET /v1/jobs/{id}/result returns."""
 
 

@@ -1,6 +1,7 @@
-"""Stable task and queue names: the contract between the API (producer) and workers (consumers).
+"""Stable names shared by producers (the API, the CLI) and consumers (workers): queues and tasks, job types, the
+media file extensions samq reads, and the name of a job's result document.
 
-Renaming any of these strands messages already queued, so they never change.
+Renaming a queue or task strands messages already queued, so they never change.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ FINALIZE_BATCH_TASK = "samq.finalize_batch"
 
 JOB_TYPES = ("segment", "embed", "concept", "track", "batch")
 SAM3_MODEL = "sam3"
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi"})
+"""What a batch takes from an S3 prefix or a local folder (``samq batch``), by file name."""
+RESULT_DOCUMENT = "result.json"
+"""The name of every job's result document (``GET /v1/jobs/{id}/result``), batch items' included."""
 
 
 def queue_for(job_type: str, model: str) -> Queue:

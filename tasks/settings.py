@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class QueueSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAMQ_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SAMQ_", frozen=True, populate_by_name=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     job_ttl_seconds: int = 7 * 24 * 3600
@@ -31,6 +31,13 @@ class QueueSettings(BaseSettings):
     GPU, 1 on CPU (where a batch of 8 at 1024 px measured 20 % slower per image than one at a time)."""
     batch_max_items: int = Field(default=100_000, ge=1)
     """Most items one batch may hold (``batch_too_large`` above)."""
+    max_image_pixels: int = Field(
+        default=100_000_000,
+        ge=1,
+        validation_alias=AliasChoices("SAMQ_WORKER_MAX_IMAGE_PIXELS", "SAMQ_MAX_IMAGE_PIXELS"),
+    )
+    """``SAMQ_WORKER_MAX_IMAGE_PIXELS``: the decoded pixel cap (decompression-bomb guard). Workers check it from the
+    image header before any allocation; the API refuses an upload over it at submit."""
     retry_backoff_seconds: float = 2.0
     """Base delay before a transient failure is retried (doubles per attempt)."""
     allow_private_urls: str = ""

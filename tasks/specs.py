@@ -1,4 +1,6 @@
-"""Job specs: one frozen pydantic model per job type, validated once at the API edge.
+"""Job specs: one frozen pydantic model per job type, validated once at the API edge. This module: the shared
+parts (media references, prompts, webhooks, output options) and the jobs on one image (segment, embed, concept);
+``tasks.track_specs`` and ``tasks.batch_specs`` hold the others, ``tasks.jobs.JobSpec`` is their union.
 
 The same models validate HTTP requests, travel (as JSON) inside the job record, and generate the OpenAPI schema.
 Downstream code only ever sees these typed objects, never raw dicts.
@@ -11,7 +13,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_PROMPTS_PER_JOB = 64
 MAX_POINTS_PER_PROMPT = 64
@@ -275,213 +277,24 @@ def _deeper_than(value: Any, levels: int) -> bool:
     return levels == 0 or any(_deeper_than(child, levels - 1) for child in children)
 
 
-MAX_TRACK_OBJECTS = 64
-MAX_CONCEPTS = 16
-PromptMode = Literal["first_frame", "every_n_frames", "every_frame"]
+def validation_details(error: ValidationError, union_tag: str | None = None) -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "prompts.0.box", "message", "type"}``: the one formatter of them.
+
+    For a discriminated union (job specs), ``union_tag`` is the body's ``type``: pydantic puts it first in every
+    path, and clients should see the field path inside their own body.
+    """
+    details = []
+    for item in error.errors(include_url=False):
+        loc = list(item["loc"])
+        if union_tag is not None and loc[:1] == [union_tag]:
+            loc = loc[1:]
+        if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = ["type"]
+        details.append({"field": ".".join(str(part) for part in loc), "message": item["msg"], "type": item["type"]})
+    return details
 
 
-class TrackObject(Spec):
-    """An object to follow, seeded on ``frame`` (the video's frame number) by a box, points, or both."""
-
-    id: Annotated[int, Field(ge=0, lt=2**31, description="Your id for the object; tracks.jsonl reports it.")]
-    label: Annotated[str, Field(min_length=1, max_length=MAX_PHRASE_CHARS)] | None = None
-    frame: Annotated[int, Field(ge=0)] = 0
-    box: Box | None = None
-    points: Annotated[list[Point], Field(default_factory=list, max_length=MAX_POINTS_PER_PROMPT)]
-
-    @model_validator(mode="after")
-    def _has_geometry(self) -> TrackObject:
-        if not self.points and self.box is None:
-            raise ValueError("an object needs a box, points, or both")
-        return self
-
-
-class FrameRange(Spec):
-    """Which frames to process: ``start`` … ``end`` (inclusive; ``null`` = the last), every ``stride``-th."""
-
-    start: Annotated[int, Field(ge=0)] = 0
-    end: Annotated[int, Field(ge=0)] | None = None
-    stride: Annotated[int, Field(ge=1, le=10_000)] = 1
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FrameRange:
-        if self.end is not None and self.end < self.start:
-            raise ValueError("frames.end must be at least frames.start")
-        return self
-
-
-class TrackOutput(Spec):
-    formats: Annotated[
-        list[Literal["rle", "polygon"]], Field(default_factory=lambda: ["rle"], min_length=1, max_length=2)
-    ]
-    preview: bool = False
-    """Also render ``preview.mp4``: the processed frames with coloured masks and ids."""
-
-    @field_validator("formats")
-    @classmethod
-    def _unique(cls, formats: list[str]) -> list[str]:
-        if len(set(formats)) != len(formats):
-            raise ValueError("formats must not repeat")
-        return formats
-
-
-class TrackTemplate(Spec):
-    """A track job without its video: a batch applies it to many (items may bring their own objects and
-    detections)."""
-
-    type: Literal["track"]
-    model: ModelId = ModelId.SAM2_1_SMALL
-    objects: Annotated[list[TrackObject], Field(default_factory=list, max_length=MAX_TRACK_OBJECTS)]
-    concepts: Annotated[list[Phrase], Field(default_factory=list, max_length=MAX_CONCEPTS)]
-    prompt_mode: PromptMode = "first_frame"
-    every_n: Annotated[int, Field(ge=1, le=100_000)] = 10
-    """``every_n_frames``: re-seed from the detections on every n-th processed frame."""
-    frames: Annotated[FrameRange, Field(default_factory=FrameRange)]
-    max_fps: Annotated[float, Field(gt=0, le=1000)] | None = None
-    """Process at most this many frames per second of video (by timestamps: variable frame rate is fine)."""
-    output: Annotated[TrackOutput, Field(default_factory=TrackOutput)]
-
-
-class TrackSpec(TrackTemplate, JobFields):
-    """Video object tracking: seeded objects (SAM2, ``sam3_tracker``) or every instance of text concepts (``sam3``)."""
-
-    video: MediaRef
-    detections: MediaRef | None = None
-    """JSONL, one line per frame: ``{"frame": i, "boxes": [{"x0", "y0", "x1", "y1", "label", "score"}]}``."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TrackSpec:
-        ids = [o.id for o in self.objects]
-        if len(set(ids)) != len(ids):
-            raise ValueError("objects: ids must be unique")
-        if self.model == ModelId.SAM3:
-            if not self.concepts:
-                raise ValueError("model sam3 tracks text concepts: give concepts (or use sam3_tracker for objects)")
-            if self.objects or self.detections is not None or self.prompt_mode != "first_frame":
-                raise ValueError("model sam3 finds every instance of the concepts itself: no objects or detections")
-            return self
-        if self.concepts:
-            raise ValueError(f"concepts need model sam3; {self.model.value} tracks seeded objects")
-        if self.prompt_mode == "first_frame":
-            if not self.objects:
-                raise ValueError("objects: give at least one object to track (or re-seed from detections)")
-            if self.detections is not None:
-                raise ValueError("detections are read only when prompt_mode is every_n_frames or every_frame")
-        elif self.detections is None:
-            raise ValueError(f"prompt_mode {self.prompt_mode} re-seeds from a detections file: give detections")
-        window = self.frames
-        for i, obj in enumerate(self.objects):
-            if obj.frame < window.start or (window.end is not None and obj.frame > window.end):
-                raise ValueError(f"objects[{i}].frame {obj.frame} is outside the frames range")
-            if (obj.frame - window.start) % window.stride:
-                raise ValueError(f"objects[{i}].frame {obj.frame} is skipped by frames.stride {window.stride}")
-        return self
-
-
-MAX_BATCH_ITEMS_INLINE = 1000
-"""Items listed in the request itself; more go in an uploaded manifest (``inputs.manifest``)."""
-MAX_SHARD_SIZE = 256
-
-
-class BatchItem(Spec):
-    """One input of a batch: exactly one media reference (``url``, ``upload`` or ``s3``), an optional name (the
-    COCO ``file_name``), and optionally its own prompts (segment, concept) or objects and detections (track)."""
-
-    url: Annotated[str, Field(pattern=r"^https?://", max_length=4096)] | None = None
-    upload: Annotated[str, Field(pattern=r"^upl_[0-9a-zA-Z]+$")] | None = None
-    s3: Annotated[str, Field(pattern=r"^s3://[a-z0-9.\-]{3,63}/.+")] | None = None
-    name: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
-    prompts: Annotated[list[Prompt] | list[ConceptPrompt], Field(max_length=MAX_PROMPTS_PER_JOB)] | None = None
-    objects: Annotated[list[TrackObject], Field(max_length=MAX_TRACK_OBJECTS)] | None = None
-    detections: MediaRef | None = None
-
-    @model_validator(mode="after")
-    def _one_media(self) -> BatchItem:
-        if sum(ref is not None for ref in (self.url, self.upload, self.s3)) != 1:
-            raise ValueError("an item needs exactly one of url, upload or s3")
-        return self
-
-    @property
-    def media(self) -> MediaRef:
-        if self.upload is not None:
-            return UploadImage(upload=self.upload)
-        if self.s3 is not None:
-            return S3Image(s3=self.s3)
-        assert self.url is not None
-        return UrlImage(url=self.url)
-
-    @property
-    def display_name(self) -> str:
-        """``name``, else the reference itself."""
-        return self.name or self.upload or self.s3 or self.url or ""
-
-
-class PrefixInputs(Spec):
-    s3_prefix: Annotated[
-        str,
-        Field(
-            pattern=r"^s3://[a-z0-9.\-]{3,63}(/.*)?$",
-            max_length=1024,
-            description="Every image (video, for track) under this prefix of a bucket the server reads.",
-        ),
-    ]
-
-    @property
-    def bucket_and_prefix(self) -> tuple[str, str]:
-        bucket, _, prefix = self.s3_prefix.removeprefix("s3://").partition("/")
-        return bucket, prefix
-
-
-class ItemsInputs(Spec):
-    items: Annotated[list[BatchItem], Field(min_length=1, max_length=MAX_BATCH_ITEMS_INLINE)]
-
-
-class ManifestInputs(Spec):
-    manifest: Annotated[MediaRef, Field(description="JSONL, one item (as in inputs.items) per line.")]
-
-
-Template = Annotated[SegmentTemplate | ConceptTemplate | TrackTemplate, Field(discriminator="type")]
-ItemSpec = Annotated[SegmentSpec | ConceptSpec | TrackSpec, Field(discriminator="type")]
-_ITEM_SPEC: TypeAdapter[SegmentSpec | ConceptSpec | TrackSpec] = TypeAdapter(ItemSpec)
-
-
-class BatchSpec(JobFields):
-    """One segment, concept or track template applied to many inputs; items run on the ``bulk`` queue."""
-
-    type: Literal["batch"]
-    template: Template
-    inputs: PrefixInputs | ItemsInputs | ManifestInputs
-    max_failure_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
-    """The batch fails (``failure_rate_exceeded``) once more than this fraction of its items failed."""
-    export: Annotated[list[Literal["coco"]], Field(default_factory=list, max_length=1)]
-    shard_size: Annotated[int, Field(ge=1, le=MAX_SHARD_SIZE)] | None = None
-    """Items per shard (one task on the ``bulk`` queue); default 16 images or 1 video."""
-
-    @property
-    def model(self) -> ModelId:
-        return self.template.model
-
-    @model_validator(mode="after")
-    def _consistent(self) -> BatchSpec:
-        if self.export and self.template.type == "track":
-            raise ValueError("export coco needs a segment or concept template (track results are per video)")
-        if self.export and "rle" not in self.template.output.formats:
-            raise ValueError("export coco needs rle masks: keep 'rle' in template.output.formats")
-        return self
-
-
-def item_spec(
-    template: SegmentTemplate | ConceptTemplate | TrackTemplate, item: BatchItem
-) -> SegmentSpec | ConceptSpec | TrackSpec:
-    """The job one item runs: the template, the item's media, and what the item overrides. Raises pydantic's
-    ValidationError (e.g. no prompts anywhere, or track objects given to an image template)."""
-    media = "video" if template.type == "track" else "image"
-    data = template.model_dump(exclude_unset=True) | {media: item.media.model_dump()}
-    for name in ("prompts", "objects", "detections"):
-        value = getattr(item, name)
-        if value is not None:
-            data[name] = value.model_dump() if isinstance(value, BaseModel) else [v.model_dump() for v in value]
-    return _ITEM_SPEC.validate_python(data)
-
-
-JobSpec = Annotated[SegmentSpec | EmbedSpec | ConceptSpec | TrackSpec | BatchSpec, Field(discriminator="type")]
+def first_problem(error: ValidationError) -> str:
+    """The first problem as one line for a job error: ``field: message`` (the message alone for a whole value)."""
+    first = validation_details(error)[0]
+    return f"{first['field']}: {first['message']}" if first["field"] else first["message"]

@@ -8,7 +8,6 @@ every write from a worker names its attempt, so a stale (zombie) attempt is fenc
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -16,51 +15,33 @@ from dataclasses import dataclass
 from typing import cast
 
 import redis
-from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
-from redis.retry import Retry
 
-from tasks.errors import SamqError, WorkerLostError
-from tasks.jobs import IllegalTransitionError, Job, JobError, JobResult, JobStatus, utcnow
+from tasks.errors import (
+    IdempotencyKeyReusedError,
+    InvalidCursorError,
+    JobNotCancelableError,
+    QuotaExceededError,
+    SamqError,
+    WorkerLostError,
+)
+from tasks.jobs import Job, JobError, JobResult, JobStatus, utcnow
+from tasks.redis_keys import (
+    ENTERED,
+    LEASES,
+    active_key,
+    cancel_key,
+    events_channel,
+    idempotency_key,
+    index_key,
+    job_key,
+)
 from tasks.settings import QueueSettings
 from tasks.specs import WebhookEvent
+from tasks.stats import count_status
 from tasks.webhooks import EVENT_BY_STATUS, Outbox, wants
 
-PREFIX = "samq"
-LEASES = f"{PREFIX}:leases"
-ENTERED = f"{PREFIX}:stats:entered"
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-RUNTIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
-
-
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}"
-
-
-def index_key(tenant: str) -> str:
-    return f"{PREFIX}:jobs:{tenant}"
-
-
-def cancel_key(job_id: str) -> str:
-    """Set while a running job has a cancel request: what the worker's checkpoints read (one cheap EXISTS)."""
-    return f"{PREFIX}:cancel:{job_id}"
-
-
-def active_key(tenant: str) -> str:
-    """How many of the tenant's jobs are unfinished (queued or running): the per-tenant quota's counter."""
-    return f"{PREFIX}:active:{tenant}"
-
-
-def idempotency_key(tenant: str, key: str) -> str:
-    return f"{PREFIX}:idempotency:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def events_channel(job_id: str) -> str:
-    return f"{PREFIX}:events:{job_id}"
-
-
-def runtime_key(job_type: str) -> str:
-    return f"{PREFIX}:stats:runtime:{job_type}"
 
 
 @dataclass(frozen=True)
@@ -69,21 +50,6 @@ class Idempotency:
 
     key: str
     body_sha256: str
-
-
-class QuotaExceededError(Exception):
-    def __init__(self, active: int, limit: int) -> None:
-        super().__init__(f"{active} unfinished jobs, limit {limit}")
-        self.active = active
-        self.limit = limit
-
-
-class IdempotencyKeyReusedError(Exception):
-    """The key was first used with a different body (for ``job_id``)."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(job_id)
-        self.job_id = job_id
 
 
 # Atomic create: idempotency check, quota check, then the record, the tenant's index and the counters.
@@ -106,20 +72,6 @@ return {'created', ''}
 
 Mutation = Callable[[Job], bool]
 """Changes a job in place; returns False when there is nothing to write."""
-
-
-def connect(settings: QueueSettings) -> redis.Redis:
-    """The Redis client the job store expects (strings in and out, bounded waits)."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=5,
-        socket_timeout=30,
-        health_check_interval=30,
-        # A restarted or failed-over Redis drops pooled connections: reconnect rather than fail the request.
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[redis.ConnectionError],
-    )
 
 
 class JobStore:
@@ -219,25 +171,22 @@ class JobStore:
     def request_cancel(self, job_id: str, tenant: str) -> Job | None:
         """Queued → canceled at once; running → flagged, the worker stops at its next checkpoint.
 
-        Raises IllegalTransitionError for a terminal job; returns None for an unknown one.
+        Raises JobNotCancelableError for a terminal job; returns None for an unknown one.
         """
 
         def cancel(job: Job) -> bool:
             if job.tenant != tenant:
-                raise _NotFoundError
+                return False  # as if unknown: nothing is written, and None tells the caller so
             if job.status == JobStatus.QUEUED:
                 job.transition(JobStatus.CANCELED)
                 job.status, job.finished_at = JobStatus.CANCELED, utcnow()
             elif job.status == JobStatus.RUNNING:
                 job.cancel_requested = True
             else:
-                raise IllegalTransitionError(job.id, job.status, JobStatus.CANCELED)
+                raise JobNotCancelableError(job.id, job.status)
             return True
 
-        try:
-            return self._update(job_id, cancel)
-        except _NotFoundError:
-            return None
+        return self._update(job_id, cancel)
 
     def fail_unsent(self, job_id: str, error: SamqError) -> None:
         """Queued → failed, for a job whose message could not be sent (so it is not left queued forever)."""
@@ -442,7 +391,7 @@ class JobStore:
                     continue
 
     def _on_status_change(self, pipe: Pipeline, job: Job, before: JobStatus) -> None:
-        pipe.hincrby(ENTERED, job.status.value, 1)
+        count_status(pipe, job)
         if job.status.is_terminal:
             pipe.delete(cancel_key(job.id))
             if not before.is_terminal:
@@ -451,21 +400,10 @@ class JobStore:
             pipe.zadd(LEASES, {job.id: time.time() + self._settings.lease_seconds})
         else:
             pipe.zrem(LEASES, job.id)
-        if job.status.is_terminal and job.started_at is not None and job.finished_at is not None:
-            seconds = (job.finished_at - job.started_at).total_seconds()
-            key = runtime_key(job.type)
-            for bound in RUNTIME_BUCKETS:
-                if seconds <= bound:
-                    pipe.hincrby(key, repr(bound), 1)
-            pipe.hincrbyfloat(key, "sum", seconds)
         event = EVENT_BY_STATUS.get(job.status)
         if event is not None and wants(job, event):
             self.outbox.stage(pipe, job, event)
         pipe.publish(events_channel(job.id), job.status.value)
-
-
-class _NotFoundError(Exception):
-    """Internal: the job belongs to another tenant."""
 
 
 def _first_job(store: JobStore, stored: str, idempotency: Idempotency) -> Job | None:
@@ -496,10 +434,6 @@ def _worker_lost(attempts: int) -> WorkerLostError:
 
 def _encode_cursor(score: str) -> str:
     return base64.urlsafe_b64encode(score.encode()).decode().rstrip("=")
-
-
-class InvalidCursorError(ValueError):
-    """A listing cursor that this store did not hand out."""
 
 
 def _decode_cursor(cursor: str) -> float:

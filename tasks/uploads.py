@@ -7,7 +7,7 @@ from datetime import datetime
 import redis
 from pydantic import BaseModel, ConfigDict
 
-from tasks.store import PREFIX
+from tasks.redis_keys import upload_key
 
 
 class Upload(BaseModel):
@@ -36,15 +36,11 @@ class UploadStore:
         self._ttl = ttl_seconds
 
     def add(self, upload: Upload) -> None:
-        self._redis.set(_key(upload.id), upload.model_dump_json(), ex=self._ttl)
+        self._redis.set(upload_key(upload.id), upload.model_dump_json(), ex=self._ttl)
 
     def get(self, upload_id: str, tenant: str) -> Upload | None:
-        raw = self._redis.get(_key(upload_id))
+        raw = self._redis.get(upload_key(upload_id))
         if raw is None:
             return None
         upload = Upload.model_validate_json(raw)
         return upload if upload.tenant == tenant else None
-
-
-def _key(upload_id: str) -> str:
-    return f"{PREFIX}:upload:{upload_id}"

@@ -16,10 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, cast
 
@@ -27,15 +25,13 @@ import redis
 from pydantic import Field
 from redis.client import Pipeline
 
-from storage.base import ObjectStore
-from tasks.egress import PostOutcome, post
 from tasks.jobs import Job, JobStatus, Record, new_id, utcnow
+from tasks.pinned_http import PostOutcome
+from tasks.redis_keys import DUE, event_key, log_key, progress_gate_key, secret_key
 from tasks.settings import QueueSettings
 from tasks.specs import WebhookEvent
-from tasks.views import Timestamp, job_object
+from tasks.views import Timestamp
 
-PREFIX = "samq:webhooks"
-DUE = f"{PREFIX}:due"
 SECRET_PREFIX = "whsec_"
 MAX_LOG_ENTRIES = 500
 EVENT_BY_STATUS = {
@@ -44,22 +40,6 @@ EVENT_BY_STATUS = {
     JobStatus.FAILED: WebhookEvent.FAILED,
     JobStatus.CANCELED: WebhookEvent.CANCELED,
 }
-
-
-def event_key(event_id: str) -> str:
-    return f"{PREFIX}:event:{event_id}"
-
-
-def log_key(job_id: str) -> str:
-    return f"{PREFIX}:log:{job_id}"
-
-
-def secret_key(tenant: str) -> str:
-    return f"{PREFIX}:secret:{tenant}"
-
-
-def progress_gate_key(job_id: str) -> str:
-    return f"{PREFIX}:progress-gate:{job_id}"
 
 
 class OutboxEvent(Record):
@@ -254,47 +234,3 @@ def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
-@dataclass(frozen=True)
-class Deliverer:
-    """What one delivery attempt needs; built once per worker process."""
-
-    outbox: Outbox
-    secrets: WebhookSecrets
-    objects: ObjectStore
-    settings: QueueSettings
-    presign_seconds: int
-
-    def deliver(self, event_id: str) -> DeliveryAttempt | None:
-        """One attempt of one event (a no-op for an event that is unknown or already settled)."""
-        event = self.outbox.load(event_id)
-        if event is None or event.state != "pending":
-            return None
-        body = self.body(event)
-        stamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "samq-webhooks",
-            "webhook-id": event.id,
-            "webhook-timestamp": str(stamp),
-            "webhook-signature": " ".join(
-                signature(s, event.id, stamp, body) for s in self.secrets.signing(event.tenant)
-            ),
-        }
-        outcome = post(
-            event.url,
-            body,
-            headers,
-            allowed=self.settings.allowed_networks,
-            connect_timeout=self.settings.webhook_connect_timeout_seconds,
-            read_timeout=self.settings.webhook_read_timeout_seconds,
-        )
-        return self.outbox.record(event.id, outcome)
-
-    def body(self, event: OutboxEvent) -> bytes:
-        """``{"type", "timestamp", "data": <job object>}``; result URLs are presigned afresh for each attempt."""
-        job = Job.model_validate_json(event.job)
-        data = job_object(job, self.objects, self.presign_seconds).model_dump(mode="json")
-        stamp = event.timestamp.isoformat().replace("+00:00", "Z")
-        return json.dumps({"type": event.type.value, "timestamp": stamp, "data": data}).encode()

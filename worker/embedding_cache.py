@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Generic, Protocol
 from typing_extensions import TypeVar
 
 if TYPE_CHECKING:
-    from worker.runners.sam2_image import ImageEmbedding
+    from worker.runners.image import ImageEmbedding
 
 
 class SizedEmbedding(Protocol):

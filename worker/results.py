@@ -29,14 +29,14 @@ class InstanceMasks:
     prompt_index: npt.NDArray[np.int64]
 
     def __post_init__(self) -> None:
-        _expect(self.masks, "masks", np.bool_, 3)
+        expect_shape(self.masks, "masks", np.bool_, 3)
         count = self.masks.shape[0]
-        _expect(self.scores, "scores", np.float32, 1, (count,))
-        _expect(self.boxes, "boxes", np.float32, 2, (count, 4))
-        _expect(self.low_res_logits, "low_res_logits", np.float32, 3)
+        expect_shape(self.scores, "scores", np.float32, 1, (count,))
+        expect_shape(self.boxes, "boxes", np.float32, 2, (count, 4))
+        expect_shape(self.low_res_logits, "low_res_logits", np.float32, 3)
         if self.low_res_logits.shape[0] != count or self.low_res_logits.shape[1] != self.low_res_logits.shape[2]:
             raise ValueError(f"low_res_logits must be ({count}, r, r), got {self.low_res_logits.shape}")
-        _expect(self.prompt_index, "prompt_index", np.int64, 1, (count,))
+        expect_shape(self.prompt_index, "prompt_index", np.int64, 1, (count,))
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -80,7 +80,9 @@ def boxes_from_masks(masks: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
     return boxes
 
 
-def _expect(array: object, name: str, dtype: type[np.generic], ndim: int, shape: tuple[int, ...] | None = None) -> None:
+def expect_shape(
+    array: object, name: str, dtype: type[np.generic], ndim: int, shape: tuple[int, ...] | None = None
+) -> None:
     if not isinstance(array, np.ndarray):
         raise ValueError(f"{name} must be a numpy array, got {type(array).__name__}")
     if array.dtype != dtype:

@@ -1,91 +1,147 @@
-"""The per-process runtime: built lazily in the worker child on its first job, then kept warm."""
+"""A worker process and what it builds from its settings: read once by ``samq worker`` (``worker.celery_app``),
+passed in here, never re-read from the environment.
+
+The ``Runtime`` (models, caches, clients) is built lazily in the pool child on its first job, never in the Celery
+parent (no CUDA before fork), then kept warm. The parent builds only what its housekeeping timer needs (Redis).
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 
-from celery import current_app
+import redis
+from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
-from storage import make_s3_lister, make_s3_reader, make_store
+from storage import S3Lister, make_s3_lister, make_s3_reader, make_store
 from storage.settings import StorageSettings
-from tasks.batch_store import batch_context
-from tasks.dispatch import enqueue
+from tasks.batch_store import BatchStore
+from tasks.broker import connect
+from tasks.dispatch import Dispatcher
 from tasks.jobs import Job
-from tasks.media import MediaSource
-from tasks.pipeline import Runtime
 from tasks.settings import QueueSettings
-from tasks.store import JobStore, connect
-from tasks.tracking import TrackLimits
-from tasks.webhooks import Deliverer, Outbox, WebhookSecrets
+from tasks.store import JobStore
+from tasks.webhooks import Outbox, WebhookSecrets
 from worker.embedding_cache import EmbeddingCache
+from worker.pipeline.context import BatchContext, BatchLimits, Runtime, TrackLimits
+from worker.pipeline.media import MediaSource
+from worker.pipeline.objects import JobObjects
 from worker.registry import ModelRegistry
 from worker.settings import WorkerSettings
+from worker.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 
 
-@functools.cache
-def runtime() -> Runtime:
-    queue, storage, worker = QueueSettings(), StorageSettings(), WorkerSettings()
-    if worker.torch_threads:
-        import torch
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker process is configured by."""
 
-        torch.set_num_threads(worker.torch_threads)
-    objects = make_store(storage)
-    client = connect(queue)
-    app = current_app._get_current_object()
+    queue: QueueSettings
+    storage: StorageSettings
+    worker: WorkerSettings
 
-    def resend(job: Job, delay: float) -> None:
-        enqueue(app, job, countdown=delay)
-
-    log.info(
-        "worker runtime: device=%s random_weights=%s image_size=%s",
-        worker.device,
-        worker.random_weights,
-        worker.image_size,
-    )
-    return Runtime(
-        store=JobStore(client, queue),
-        objects=objects,
-        media=MediaSource(
-            objects,
-            make_s3_reader(storage),
-            max_bytes=worker.max_media_bytes,
-            timeout=worker.fetch_timeout_seconds,
-            total_seconds=worker.fetch_total_seconds,
-            allowed_networks=queue.allowed_networks,
-        ),
-        models=ModelRegistry(worker),
-        embeddings=EmbeddingCache(worker.embedding_cache_bytes),
-        resend=resend,
-        max_image_pixels=worker.max_image_pixels,
-        max_attempts=queue.max_attempts,
-        lease_interval=queue.lease_seconds / 3,
-        retry_backoff=queue.retry_backoff_seconds,
-        timeout_error=SoftTimeLimitExceeded,
-        batch=batch_context(app, queue, client, make_s3_lister(storage)),
-        track=TrackLimits(
-            max_seconds=worker.max_video_seconds,
-            max_frames=worker.max_video_frames,
-            max_pixels=worker.max_video_pixels,
-            max_objects=worker.max_track_objects,
-            chunk_frames=worker.track_chunk_frames,
-            chunk_seconds=worker.track_chunk_seconds,
-        ),
-    )
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(QueueSettings(), StorageSettings(), WorkerSettings())
 
 
-@functools.cache
-def deliverer() -> Deliverer:
-    """Webhook delivery needs no model: only Redis, the object store (to presign result URLs) and HTTP."""
-    queue, storage = QueueSettings(), StorageSettings()
-    client = connect(queue)
-    return Deliverer(
-        outbox=Outbox(client, queue),
-        secrets=WebhookSecrets(client, queue.webhook_secret_overlap_seconds),
-        objects=make_store(storage),
-        settings=queue,
-        presign_seconds=storage.presign_seconds,
-    )
+class WorkerProcess:
+    """One worker process (the Celery parent, and after fork each pool child): its settings, the app it sends
+    messages with, and what it builds from them on first use."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.dispatch = Dispatcher(app, settings.queue)
+
+    @functools.cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings.queue)
+
+    @functools.cached_property
+    def jobs(self) -> JobStore:
+        return JobStore(self.redis, self.settings.queue)
+
+    def batch_context(self, list_s3: S3Lister | None) -> BatchContext:
+        """Batch work's context; ``list_s3`` None where no batch expands (the housekeeping timer)."""
+        queue = self.settings.queue
+        return BatchContext(
+            store=BatchStore(self.redis, queue.job_ttl_seconds, queue.lease_seconds),
+            send_shard=self.dispatch.enqueue_shard,
+            list_s3=list_s3,
+            limits=BatchLimits.from_settings(queue),
+        )
+
+    @functools.cached_property
+    def runtime(self) -> Runtime:
+        """What jobs run with: built on this child's first job, then kept warm."""
+        queue, storage, worker = self.settings.queue, self.settings.storage, self.settings.worker
+        if worker.torch_threads:
+            import torch  # the pipeline imported it already; this only sets the pool child's thread count
+
+            torch.set_num_threads(worker.torch_threads)
+        objects = make_store(storage)
+
+        def resend(job: Job, delay: float) -> None:
+            self.dispatch.enqueue(job, countdown=delay)
+
+        log.info(
+            "worker runtime: device=%s random_weights=%s image_size=%s",
+            worker.device,
+            worker.random_weights,
+            worker.image_size,
+        )
+        return Runtime(
+            store=self.jobs,
+            objects=JobObjects(objects),
+            media=MediaSource(
+                objects,
+                make_s3_reader(storage),
+                max_bytes=worker.max_media_bytes,
+                timeout=worker.fetch_timeout_seconds,
+                total_seconds=worker.fetch_total_seconds,
+                allowed_networks=queue.allowed_networks,
+            ),
+            models=ModelRegistry(worker),
+            embeddings=EmbeddingCache(worker.embedding_cache_bytes),
+            resend=resend,
+            batch=self.batch_context(make_s3_lister(storage)),
+            track=TrackLimits.from_settings(worker),
+            max_image_pixels=queue.max_image_pixels,
+            max_attempts=queue.max_attempts,
+            lease_interval=queue.lease_seconds / 3,
+            retry_backoff=queue.retry_backoff_seconds,
+            timeout_error=SoftTimeLimitExceeded,
+        )
+
+    @functools.cached_property
+    def deliverer(self) -> Deliverer:
+        """Webhook delivery needs no model: only Redis, the object store (to presign result URLs) and HTTP."""
+        queue, storage = self.settings.queue, self.settings.storage
+        return Deliverer(
+            outbox=Outbox(self.redis, queue),
+            secrets=WebhookSecrets(self.redis, queue.webhook_secret_overlap_seconds),
+            objects=make_store(storage),
+            settings=queue,
+            presign_seconds=storage.presign_seconds,
+        )
+
+
+_installed: dict[str, WorkerProcess] = {}
+
+
+def install(process: WorkerProcess) -> None:
+    """Make ``process`` the one this interpreter serves (``worker.celery_app.create_celery`` calls it)."""
+    _installed["process"] = process
+
+
+def current() -> WorkerProcess:
+    """The process installed by ``create_celery``; its pool children inherit it."""
+    try:
+        return _installed["process"]
+    except KeyError:
+        raise RuntimeError(
+            "no worker process installed: build the app with worker.celery_app.create_celery()"
+        ) from None

@@ -26,8 +26,6 @@ class WorkerSettings(BaseSettings):
     torch_threads: int | None = None
     embedding_cache_bytes: int = 1024 * 1024 * 1024
     """In-process embedding LRU budget; the shared tier lives in object storage."""
-    max_image_pixels: int = 100_000_000
-    """Decoded pixel cap (decompression-bomb guard), checked from the header before any allocation."""
     max_media_bytes: int = 256 * 1024 * 1024
     """Largest media object a worker reads (the API accepts uploads up to the same default)."""
     fetch_timeout_seconds: float = 30.0

@@ -15,13 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from api.embedded import free_port
+from samq.embedded import free_port
 from tests.support.images import png_bytes, scene
 from tests.support.stack import model_env
 
-pytestmark = pytest.mark.e2e
-
-SAMQ = [sys.executable, "-m", "api.cli"]
+SAMQ = [sys.executable, "-m", "samq.cli"]
 
 
 def cli_env() -> dict[str, str]:

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import boto3
 import pytest
+import redis
 
-from api.embedded import redis_server
+from samq.embedded import redis_server
+from tasks.batch_store import BatchStore
+from tasks.broker import connect
+from tasks.settings import QueueSettings
 from tests.support.moto_server import moto_s3_server
+from tests.support.races import BATCH_TTL, LONG_LEASE, SHORT_LEASE
 from tests.support.stack import Stack, local_storage_env, s3_storage_env, stack_env
 
 BUCKET = "samq-test"
@@ -80,3 +85,33 @@ def s3_stack(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iter
 def bare_stack(tmp_path: Path) -> Iterator[Stack]:
     """API and Redis of its own, no worker yet: for tests that start, kill and restart workers."""
     yield from _stack(tmp_path, local_storage_env(tmp_path / "objects"))
+
+
+# ---- a private Redis for the store tests ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of the test module's own (no AOF: nothing to keep)."""
+    with redis_server(tmp_path_factory.mktemp("redis"), appendonly=False) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of ``redis_url``, emptied before each test."""
+    client = connect(QueueSettings(redis_url=redis_url))
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def batch_store(redis_client: redis.Redis) -> BatchStore:
+    return BatchStore(redis_client, BATCH_TTL, LONG_LEASE)
+
+
+@pytest.fixture
+def short_batch_store(redis_client: redis.Redis) -> BatchStore:
+    """The same Redis state, but whatever this store claims lapses after SHORT_LEASE seconds."""
+    return BatchStore(redis_client, BATCH_TTL, SHORT_LEASE)

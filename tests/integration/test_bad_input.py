@@ -7,11 +7,9 @@ import urllib.request
 
 import pytest
 
-from api.client import Client, ClientError
+from samq.client import Client, ClientError
 from tests.support.images import b64, bomb_png, png_bytes, scene
 from tests.support.stack import Stack
-
-pytestmark = pytest.mark.integration
 
 GOOD_PROMPTS = [{"points": [{"x": 100, "y": 100}]}]
 

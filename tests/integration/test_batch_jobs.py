@@ -16,13 +16,11 @@ import redis
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from api.client import Client, ClientError
-from api.embedded import redis_server
+from samq.client import Client, ClientError
+from samq.embedded import redis_server
 from tasks.batch_store import BatchStore
 from tests.support.images import png_bytes, scene
 from tests.support.stack import Stack, s3_storage_env, stack_env
-
-pytestmark = pytest.mark.integration
 
 BOX = {"x0": 10, "y0": 8, "x1": 60, "y1": 50}
 SIZES = [(96, 64), (128, 96), (80, 80), (160, 72)]

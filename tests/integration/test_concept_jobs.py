@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from api.client import ClientError
+from samq.client import ClientError
 from tests.support.images import b64, png_bytes, scene
 from tests.support.sam3_reference import reference_concept, reference_detect, reference_track
 from tests.support.stack import TEST_IMAGE_SIZE, Stack
 from worker.runners.sam3 import PATCH_SIZE
-
-pytestmark = pytest.mark.integration
 
 SAM3_SIZE = TEST_IMAGE_SIZE - TEST_IMAGE_SIZE % PATCH_SIZE  # the worker rounds SAMQ_IMAGE_SIZE down to 14s
 PHRASES = ["red car", "dog", "a person on a bike"]
@@ -48,7 +46,11 @@ def test_a_concept_job_equals_the_direct_transformers_call(local_stack: Stack) -
 
 def test_phrases_are_labelled_and_a_phrase_without_match_gives_nothing(local_stack: Stack) -> None:
     image = {"base64": b64(png_bytes(scene()))}
-    prompts = [{"text": "red car", "threshold": 0.0}, {"text": "dog", "threshold": 1.0}, {"text": "a bike"}]
+    prompts: list[dict[str, Any]] = [
+        {"text": "red car", "threshold": 0.0},
+        {"text": "dog", "threshold": 1.0},
+        {"text": "a bike"},
+    ]
     done = local_stack.client.submit(concept(image, prompts, threshold=0.0, max_detections=10), wait=120)
     assert done["status"] == "succeeded", done["error"]
     per_prompt = done["result"]["summary"]["instances_per_prompt"]
@@ -64,7 +66,7 @@ def test_phrases_are_labelled_and_a_phrase_without_match_gives_nothing(local_sta
 
 def test_a_sam3_segment_job_equals_the_direct_tracker_call(local_stack: Stack) -> None:
     image = scene()
-    prompts = [
+    prompts: list[dict[str, Any]] = [
         {"points": [{"x": 120, "y": 118}]},
         {"points": [{"x": 250, "y": 60}, {"x": 20, "y": 200, "positive": False}]},
         {"box": {"x0": 60, "y0": 60, "x1": 200, "y1": 180}},

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import pytest
 import torch
 from pycocotools import mask as coco_mask
 
@@ -11,9 +12,7 @@ from tests.support.images import b64, png_bytes, scene
 from tests.support.stack import TEST_IMAGE_SIZE, Stack
 from worker.torchvision_compat import install
 
-pytestmark = pytest.mark.integration
-
-PROMPTS = [
+PROMPTS: list[dict[str, Any]] = [
     {"points": [{"x": 120, "y": 118}]},
     {"points": [{"x": 250, "y": 60}, {"x": 20, "y": 200, "positive": False}]},
     {"box": {"x0": 60.5, "y0": 60, "x1": 200, "y1": 180.25}},

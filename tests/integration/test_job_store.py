@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from api.embedded import redis_server
-from tasks.errors import InvalidImageError, MediaFetchError
-from tasks.jobs import IllegalTransitionError, JobResult, JobStatus, new_job
+from tasks.broker import connect
+from tasks.errors import IllegalTransitionError, InvalidCursorError, InvalidImageError, MediaFetchError
+from tasks.jobs import JobResult, JobStatus, new_job
 from tasks.settings import QueueSettings
 from tasks.specs import SegmentSpec
-from tasks.store import InvalidCursorError, JobStore, connect
-
-pytestmark = pytest.mark.integration
+from tasks.store import JobStore
 
 SPEC = SegmentSpec.model_validate(
     {"type": "segment", "image": {"upload": "upl_abc"}, "prompts": [{"points": [{"x": 1, "y": 1}]}]}
 )
 RESULT = JobResult(files=[], summary={"instances": 0})
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis"), appendonly=False) as url:
-        yield url
 
 
 @pytest.fixture

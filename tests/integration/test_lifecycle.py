@@ -6,12 +6,8 @@ import json
 import time
 import urllib.request
 
-import pytest
-
 from tests.support.images import b64, png_bytes, scene
 from tests.support.stack import Stack
-
-pytestmark = pytest.mark.integration
 
 PROMPTS = [{"points": [{"x": 100, "y": 100}]}]
 

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import standardwebhooks
 
-from api.embedded import redis_server
-from tasks.egress import PostOutcome
-from tasks.errors import InvalidImageError
+from tasks.broker import connect
+from tasks.errors import IdempotencyKeyReusedError, InvalidImageError, QuotaExceededError
 from tasks.jobs import JobResult, JobStatus, new_job
+from tasks.pinned_http import PostOutcome
+from tasks.redis_keys import DUE, active_key
 from tasks.settings import QueueSettings
 from tasks.specs import SegmentSpec
-from tasks.store import Idempotency, IdempotencyKeyReusedError, JobStore, QuotaExceededError, active_key, connect
-from tasks.webhooks import DUE, WebhookSecrets, signature
-
-pytestmark = pytest.mark.integration
+from tasks.store import Idempotency, JobStore
+from tasks.webhooks import WebhookSecrets, signature
 
 BODY = {"type": "segment", "image": {"upload": "upl_abc"}, "prompts": [{"points": [{"x": 1, "y": 1}]}]}
 PLAIN = SegmentSpec.model_validate(BODY)
@@ -26,12 +24,6 @@ HOOKED = SegmentSpec.model_validate(
     {**BODY, "webhook": {"url": "https://hooks.example.com/samq", "events": ["job.started", "job.succeeded"]}}
 )
 RESULT = JobResult(files=[], summary={"instances": 0})
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis"), appendonly=False) as url:
-        yield url
 
 
 @pytest.fixture

@@ -12,19 +12,18 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from api.embedded import free_port
+from samq.embedded import free_port
 from storage import (
+    BackendUnavailableError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     StorageError,
     StorageSettings,
-    StorageUnavailableError,
     make_s3_lister,
     make_store,
 )
 from storage.s3 import S3Store, _translated, make_s3_client, make_transfer_config
 from tests.support.moto_server import moto_s3_server
-
-pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 
@@ -84,7 +83,7 @@ def test_large_object_goes_multipart(store: S3Store, client: Any, settings: Stor
     assert "-" in etag  # a multipart ETag is "<md5 of part md5s>-<part count>"
     assert store.get("t1/uploads/big") == data
     assert store.get("t1/uploads/big", max_bytes=20 * MiB) == data
-    with pytest.raises(StorageError, match="over the"):
+    with pytest.raises(ObjectTooLargeError, match="over the"):
         store.get("t1/uploads/big", max_bytes=20 * MiB - 1)
 
 
@@ -139,7 +138,7 @@ def test_missing_bucket_is_not_a_missing_key(store: S3Store) -> None:
     with pytest.raises(StorageError) as raised:
         missing.get("t1/uploads/u1")
     assert not isinstance(raised.value, ObjectNotFoundError)
-    with pytest.raises(StorageUnavailableError):
+    with pytest.raises(BackendUnavailableError):
         missing.ping()
 
 
@@ -159,7 +158,7 @@ def test_unreachable_endpoint_is_unavailable(operation: Any) -> None:
     settings = s3_settings(f"http://127.0.0.1:{free_port()}", connect_timeout=1.0, read_timeout=1.0, max_retries=0)
     store = make_store(settings)
     started = time.monotonic()
-    with pytest.raises(StorageUnavailableError) as raised:
+    with pytest.raises(BackendUnavailableError) as raised:
         operation(store)
     assert time.monotonic() - started < 5
     assert raised.value.__cause__ is not None
@@ -169,9 +168,9 @@ def test_unreachable_endpoint_is_unavailable(operation: Any) -> None:
     ("code", "status", "expected"),
     [
         ("NoSuchKey", 404, ObjectNotFoundError),
-        ("InternalError", 500, StorageUnavailableError),
-        ("ServiceUnavailable", 503, StorageUnavailableError),
-        ("SlowDown", 503, StorageUnavailableError),
+        ("InternalError", 500, BackendUnavailableError),
+        ("ServiceUnavailable", 503, BackendUnavailableError),
+        ("SlowDown", 503, BackendUnavailableError),
         ("AccessDenied", 403, StorageError),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,8 +12,6 @@ from pycocotools import mask as coco_mask
 
 from tests.support.images import b64, png_bytes, scene
 from tests.support.stack import Stack
-
-pytestmark = pytest.mark.integration
 
 HEIGHT, WIDTH = 240, 320
 PROMPTS = [
@@ -29,9 +28,9 @@ def segment_job(image: dict[str, str], **extra: object) -> dict[str, object]:
     return {"type": "segment", "model": "sam2.1_hiera_tiny", "image": image, "prompts": PROMPTS, **extra}
 
 
-def fetch_json(url: str) -> dict[str, object]:
+def fetch_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
+        return json.loads(response.read())  # type: ignore[no-any-return, unused-ignore]
 
 
 @pytest.mark.parametrize("stack_name", ["local_stack", "s3_stack"])
@@ -102,7 +101,7 @@ def test_mask_input_refines_an_earlier_instance(local_stack: Stack) -> None:
     image = {"base64": b64(png_bytes(scene()))}
     first = client.submit(segment_job(image), wait=60)
     assert first["status"] == "succeeded"
-    refine = {"type": "segment", "image": image, "prompts": [
+    refine: dict[str, Any] = {"type": "segment", "image": image, "prompts": [
         {"points": [{"x": 120, "y": 118}], "mask_input": {"job": first["id"], "index": 0}}
     ], "multimask_output": False}  # fmt: skip
     second = client.submit(refine, wait=60)
@@ -112,7 +111,7 @@ def test_mask_input_refines_an_earlier_instance(local_stack: Stack) -> None:
 
     missing = client.submit(
         {**refine, "prompts": [{**refine["prompts"][0], "mask_input": {"job": first["id"], "index": 99}}]}, wait=60
-    )  # type: ignore[dict-item]
+    )
     assert missing["status"] == "failed"
     assert missing["error"]["code"] == "mask_input_not_found"
 

@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 
-from api.client import Client, ClientError
+from samq.client import Client, ClientError
 from tests.integration.conftest import PRESIGN_SECONDS, TENANT_KEYS
 from tests.support.images import png_bytes, scene
 from tests.support.stack import Stack
-
-pytestmark = pytest.mark.integration
 
 IMAGE = png_bytes(scene())
 

@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from api.client import Client, ClientError
+from samq.client import Client, ClientError
 from storage import keys
 from tests.support.stack import TEST_IMAGE_SIZE, Stack
 from tests.support.videos import (
@@ -30,8 +30,6 @@ from tests.support.videos import (
 )
 from worker.encoders import decode_rle
 from worker.settings import WorkerSettings
-
-pytestmark = pytest.mark.integration
 
 WIDTH, HEIGHT = 128, 96
 SHAPES = [
@@ -92,7 +90,8 @@ def test_a_track_job_streams_the_same_masks_as_the_runner_and_renders_a_preview(
 ) -> None:
     from worker.runners.sam2_video import Sam2VideoRunner
     from worker.runners.video import Seed
-    from worker.video import VideoFrames, probe, select_frames
+    from worker.video import VideoFrames
+    from worker.video_probe import probe, select_frames
 
     path, _ = clip(tmp_path / "clip.mp4", 24)
     job = track(upload(s3_stack.client, path), objects=TWO_OBJECTS, output={"preview": True})

@@ -8,11 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.client import ClientError
+from samq.client import ClientError
 from tests.support.images import png_bytes, scene
 from tests.support.stack import Stack
-
-pytestmark = pytest.mark.integration
 
 IMAGE = png_bytes(scene())
 
@@ -27,7 +25,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(IMAGE)
         elif self.path == "/redirect":  # to another loopback address, outside the stack's allow-list
             self.send_response(302)
-            self.send_header("Location", f"http://127.0.0.2:{self.server.server_address[1]}/scene.png")
+            self.send_header("Location", f"http://127.0.0.2:{self.server.server_address[1]}/scene.png")  # type: ignore[index]
             self.end_headers()
         else:
             self.send_error(404)

@@ -10,14 +10,12 @@ from typing import Any
 
 import pytest
 
-from api.client import Client, ClientError
-from api.embedded import free_port, redis_server
+from samq.client import Client, ClientError
+from samq.embedded import free_port, redis_server
 from tests.integration.conftest import TENANT_KEYS
 from tests.support.images import b64, png_bytes, scene
 from tests.support.receiver import Receiver, receiving
 from tests.support.stack import Stack, local_storage_env, stack_env
-
-pytestmark = pytest.mark.integration
 
 IMAGE = b64(png_bytes(scene()))
 

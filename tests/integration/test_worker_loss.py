@@ -7,13 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from api.client import Client
+from samq.client import Client
 from tests.support.images import b64, png_bytes, scene
 from tests.support.stack import Stack
-
-pytestmark = pytest.mark.integration
 
 FULL_SIZE = {"SAMQ_IMAGE_SIZE": "1024"}  # hiera_tiny at 1024: seconds of work, a wide window to kill it in
 

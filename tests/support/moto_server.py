@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-from api.embedded import free_port
+from samq.embedded import free_port
 
 
 @contextmanager

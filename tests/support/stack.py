@@ -7,18 +7,22 @@ import os
 import signal
 import subprocess
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from api.client import Client
-from api.embedded import ALL_QUEUES, free_port, samq_command, wait_for
+import psutil  # type: ignore[import-untyped, unused-ignore]
+
+from samq.client import Client
+from samq.embedded import ALL_QUEUES, free_port, samq_command, wait_for
 from storage import make_store
 from storage.base import ObjectStore
 from storage.settings import StorageSettings
-from tasks.dispatch import ping
+from tasks.broker import celery_app
+from tasks.dispatch import Dispatcher
 from tasks.names import Queue
 from tasks.settings import QueueSettings
-from worker.celery_app import create_celery
 
 TEST_IMAGE_SIZE = 256
 
@@ -52,22 +56,48 @@ class Stack:
     def queue_settings(self) -> QueueSettings:
         return QueueSettings(redis_url=self.redis_url)
 
-    def start_api(self) -> None:
+    def dispatcher(self) -> Dispatcher:
+        """A producer on this stack's broker (what the API sends with)."""
+        return Dispatcher(celery_app(self.queue_settings), self.queue_settings)
+
+    def start_api(self, timeout: float = 30) -> None:
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         self.env["SAMQ_STORAGE_PUBLIC_URL"] = self.api_url
         self.api = self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
-        wait_for(lambda: urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2).close(), self.api, "the API", 30)
+        probe = f"{self.api_url}/readyz"
+        wait_for(lambda: urllib.request.urlopen(probe, timeout=2).close(), self.api, "the API", timeout)
 
     def start_worker(
-        self, queues: str = ALL_QUEUES, extra_env: dict[str, str] | None = None
+        self,
+        queues: str = ALL_QUEUES,
+        extra_env: dict[str, str] | None = None,
+        *,
+        unset: Iterable[str] = (),
+        timeout: float = 90,
     ) -> subprocess.Popen[bytes]:
-        """A real worker in its own process group (so a test can kill -9 parent and child together)."""
-        worker = self._spawn(f"worker-{len(self.workers)}", ["worker", "--queues", queues], extra_env)
+        """A real worker in its own process group (so a test can kill -9 parent and child together), ready when it
+        answers a ping on its first queue. ``unset``: variables the worker must not inherit (not even from here)."""
+        worker = self._spawn(f"worker-{len(self.workers)}", ["worker", "--queues", queues], extra_env, unset)
         self.workers.append(worker)
-        app = create_celery(self.queue_settings)
-        wait_for(lambda: ping(app, Queue(queues.split(",", maxsplit=1)[0]), timeout=5), worker, "a worker", 90)
+        dispatch = self.dispatcher()
+        first = Queue(queues.split(",", maxsplit=1)[0])
+        wait_for(lambda: dispatch.ping(first, timeout=5), worker, "a worker", timeout)
         return worker
+
+    def pool_process(self, worker: subprocess.Popen[bytes]) -> Any:
+        """The ``psutil.Process`` of a worker's one prefork pool child (concurrency 1): the process that runs jobs."""
+        children = psutil.Process(worker.pid).children()
+        if len(children) != 1:
+            raise RuntimeError(
+                f"expected one pool process under the worker {worker.pid}, found {[c.pid for c in children]}"
+            )
+        return children[0]
+
+    def stop_worker(self, worker: subprocess.Popen[bytes], timeout: float = 20) -> None:
+        """Stop one worker as ``stop`` does (SIGTERM to its group, SIGKILL after ``timeout`` seconds)."""
+        _terminate(worker, timeout)
+        self.workers.remove(worker)
 
     def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
         """kill -9 of the whole worker: the Celery parent and its pool children."""
@@ -87,9 +117,13 @@ class Stack:
                 process.wait()
         self.workers.clear()
 
-    def _spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], extra_env: dict[str, str] | None = None, unset: Iterable[str] = ()
+    ) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         env = {**os.environ, **self.env, **(extra_env or {})}
+        for key in unset:
+            env.pop(key, None)
         return subprocess.Popen(
             samq_command(*args), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -130,6 +164,16 @@ def s3_storage_env(endpoint: str, bucket: str) -> dict[str, str]:
     }
 
 
-def _storage_kwargs(env: dict[str, str]) -> dict[str, str]:
+def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _storage_kwargs(env: dict[str, str]) -> dict[str, Any]:
     prefix = "SAMQ_STORAGE_"
     return {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}

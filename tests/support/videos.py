@@ -25,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from worker.video_probe import VideoInfo, probe
+
 RGB = tuple[int, int, int]
 
 CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
@@ -344,3 +346,30 @@ def _video_stream(
     stream.pix_fmt = "yuv420p"
     stream.codec_context.time_base = time_base
     return stream
+
+
+# ---- checking clips -------------------------------------------------------------------------------------------
+
+SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
+VFR_TIMES = (0.0, 0.04, 0.08, 0.2, 0.21, 0.22, 0.5, 0.533, 1.0)
+COLOUR_TOLERANCE = 12  # lossy 4:2:0 coding of flat colours
+
+
+def probe_clip(path: Path) -> VideoInfo:
+    """Probe with limits far above every test clip."""
+    return probe(path, max_seconds=600.0, max_pixels=10_000_000, max_frames=10_000)
+
+
+def info_of(times: list[float] | np.ndarray) -> VideoInfo:
+    stamps = np.asarray(times, dtype=np.float64)
+    return VideoInfo(width=64, height=48, times=stamps, fps=30.0, duration=float(stamps[-1]) + 1 / 30)
+
+
+def top_left(frame: np.ndarray) -> np.ndarray:
+    return np.asarray(frame[4:12, 4:12].reshape(-1, 3).mean(axis=0))
+
+
+def assert_frame_is(frame: np.ndarray, number: int) -> None:
+    assert frame.shape == (48, 64, 3)
+    assert frame.dtype == np.uint8
+    assert np.abs(top_left(frame) - solid_colour(number)).max() <= COLOUR_TOLERANCE, number

@@ -15,6 +15,7 @@ import torch
 
 from tasks.errors import ModelUnavailableError
 from worker import torchvision_compat
+from worker.runners.device import select_device
 from worker.settings import WorkerSettings
 from worker.weights import model_card, resolve_checkpoint
 
@@ -68,7 +69,11 @@ def build(model_id: str, settings: WorkerSettings, builder: Builder, *, apply_po
     return card.model_id, model
 
 
-def select_device(settings: WorkerSettings) -> str:
-    if settings.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return settings.device
+def has_connected_components() -> bool:
+    """Whether sam2's compiled extension (connected components, for hole filling) imports: built only with CUDA
+    (``SAM2_BUILD_CUDA=1``); without it, hole filling would only warn, so the video runner turns it off."""
+    try:
+        from sam2 import _C  # noqa: F401  (an optional compiled module: whether it imports is the answer)
+    except ImportError:
+        return False
+    return True

@@ -76,7 +76,7 @@ class Sam2VideoRunner:
         canonical, predictor = sam2_build.build(
             model_id, settings, build_sam2_video_predictor, apply_postprocessing=True
         )
-        if not _has_connected_components():
+        if not sam2_build.has_connected_components():
             predictor.fill_hole_area = 0  # hole filling needs sam2's CUDA extension; without it sam2 only warns
         return cls(canonical, predictor)
 
@@ -271,11 +271,3 @@ class Sam2VideoSession:
 def _drop_before(per_frame: dict[int, Any], oldest: int) -> None:
     for t in [t for t in per_frame if t < oldest]:
         del per_frame[t]
-
-
-def _has_connected_components() -> bool:
-    try:
-        from sam2 import _C  # noqa: F401
-    except ImportError:
-        return False
-    return True

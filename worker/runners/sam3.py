@@ -24,12 +24,10 @@ model). ``settings.image_size`` (shared with SAM2, which wants multiples of 32) 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import importlib.util
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,12 +80,6 @@ Part = Literal["detector", "tracker", "video"]
 """What :func:`load_pretrained` reads from a ``sam3_video`` checkpoint: one sub-model, or the whole video model."""
 
 
-def select_device(settings: WorkerSettings) -> str:
-    if settings.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return settings.device
-
-
 def input_size(settings: WorkerSettings) -> int | None:
     """The SAM3 input side for these settings: ``image_size`` rounded down to a multiple of 14; ``None`` = the
     checkpoint's own (1008) for real weights, :data:`DEFAULT_RANDOM_IMAGE_SIZE` for random ones."""
@@ -97,16 +89,6 @@ def input_size(settings: WorkerSettings) -> int | None:
     if size != settings.image_size:
         logger.info("SAM3 runs at %d px (image_size %d rounded down to a multiple of 14)", size, settings.image_size)
     return size
-
-
-@contextlib.contextmanager
-def inference(device: str) -> Iterator[None]:
-    """``inference_mode``, plus bf16 autocast on CUDA (fp32 on CPU)."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        if device == "cuda":
-            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
-        yield
 
 
 @functools.cache

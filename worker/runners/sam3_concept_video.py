@@ -41,20 +41,19 @@ from typing import Any
 import numpy as np
 
 from worker import torchvision_compat
+from worker.runners.device import inference, select_device
 from worker.runners.sam3 import (
     DEFAULT_RANDOM_IMAGE_SIZE,
     build_random,
     clip_tokenizer,
     image_processor,
-    inference,
     input_size,
     load_pretrained,
     load_processor,
-    select_device,
     shrunk_video_config,
     video_processor,
 )
-from worker.runners.sam3_tracker_video import (
+from worker.runners.sam3_video import (
     TRACKER_STATE,
     KnownLength,
     feed,

@@ -25,16 +25,15 @@ import torch
 
 from worker import torchvision_compat
 from worker.results import InstanceMasks, boxes_from_masks
-from worker.runners.sam2_image import ImageEmbedding, Sam2Features, VisualPrompt, check_images, check_prompt
+from worker.runners.device import inference, select_device
+from worker.runners.image import ImageEmbedding, Sam2Features, VisualPrompt, check_images, check_prompt
 from worker.runners.sam3 import (
     DEFAULT_RANDOM_IMAGE_SIZE,
     build_random,
     image_processor,
-    inference,
     input_size,
     load_pretrained,
     load_processor,
-    select_device,
     shrunk_tracker_config,
 )
 from worker.settings import WorkerSettings

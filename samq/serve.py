@@ -1,0 +1,116 @@
+"""Serving processes: ``samq up`` (the embedded default), ``samq api``, ``samq worker``, and ``samq demo``."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import sys
+import time
+
+from samq.client import Client
+from samq.commands import follow, segment_job
+from samq.embedded import embedded
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _exit_on_sigterm()
+    with embedded(args.data_dir, args.port) as (url, supervisor):
+        print(f"samq is up at {url}  (data in {args.data_dir.resolve()}; Ctrl-C stops)", flush=True)
+        try:
+            while (exited := supervisor.first_exit()) is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("stopping…", flush=True)
+            return 0
+    name, code = exited
+    print(f"samq: {name} exited with code {code}; stopped everything", file=sys.stderr)
+    return 1
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    # The servers are imported by their own command only: the client commands start without Flask or torch.
+    import waitress
+
+    from api.app import create_app
+    from api.auth import Tenants, check_binding
+    from api.services import build_services
+    from api.settings import ApiSettings
+
+    settings = ApiSettings()
+    host, port = args.host or settings.host, args.port or settings.port
+    check_binding(host, Tenants.from_settings(settings))
+    app = create_app(build_services(api=settings))
+    _exit_on_sigterm()
+    print(f"samq API on http://{host}:{port}", flush=True)
+    waitress.serve(app, host=host, port=port, threads=settings.threads, ident="samq")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    # sam2's video predictor draws a tqdm bar per video; tqdm reads this when it is first imported (below).
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from worker.celery_app import create_celery
+
+    app = create_celery()
+    app.worker_main(
+        [
+            "worker",
+            "--queues", args.queues,
+            "--concurrency", str(args.concurrency),
+            "--pool", "prefork",  # keeps time limits and max-memory-per-child; solo/threads lose them
+            "--loglevel", args.loglevel,
+            "--hostname", f"samq-{os.getpid()}@%h",
+            "--without-gossip", "--without-mingle",
+        ]
+    )  # fmt: skip
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the embedded default, segment a generated sample image, print where the result is, stop."""
+    _exit_on_sigterm()
+    with embedded(args.data_dir, args.port) as (url, _):
+        print(f"samq is up at {url}", flush=True)
+        client = Client(url, args.api_key)
+        upload = client.upload(_sample_image(), "image/png")
+        if not args.point and not args.box:
+            args.point, args.box = ["200,150"], "120,90,280,210"
+        job = client.submit(segment_job(args, {"upload": upload["id"]}))
+        print(f"submitted {job['id']}", flush=True)
+        code = follow(client, job["id"])
+        if code == 0:
+            result = client.result(job["id"])
+            for instance in result["instances"]:
+                print(
+                    f"  instance {instance['index']}: score {instance['score']:.3f} bbox {instance['bbox']} area {instance['area']}"
+                )
+        print("stopping samq", flush=True)
+        return code
+
+
+def _sample_image() -> bytes:
+    """A 400×300 synthetic scene (an ellipse and a square on a gradient): something to segment offline."""
+    import numpy as np
+    from PIL import Image
+
+    height, width = 300, 400
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[..., 0] = (xx * 255 // width).astype(np.uint8)
+    pixels[..., 2] = (yy * 255 // height).astype(np.uint8)
+    pixels[((xx - 200) / 80) ** 2 + ((yy - 150) / 60) ** 2 <= 1] = (240, 200, 30)
+    pixels[40:100, 300:360] = (30, 200, 90)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the children are stopped by the same ``finally``."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

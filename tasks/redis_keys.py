@@ -1,0 +1,92 @@
+"""The Redis key layout, in one place (``storage.keys`` is its twin for object storage).
+
+Everything samq keeps in Redis lives under ``samq:``; Celery's own queues use the bare queue names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "samq"
+
+# ---- jobs (tasks.store) ---------------------------------------------------------------------------------------
+
+LEASES = f"{PREFIX}:leases"
+"""Sorted set: running job id → lease expiry (unix seconds). A lapsed lease means a dead worker."""
+ENTERED = f"{PREFIX}:stats:entered"
+"""Hash: status → how many jobs entered it (the ``samq_jobs`` counter)."""
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def index_key(tenant: str) -> str:
+    """Sorted set of the tenant's job ids by creation time (listing)."""
+    return f"{PREFIX}:jobs:{tenant}"
+
+
+def cancel_key(job_id: str) -> str:
+    """Set while a running job has a cancel request: what the worker's checkpoints read (one cheap EXISTS)."""
+    return f"{PREFIX}:cancel:{job_id}"
+
+
+def active_key(tenant: str) -> str:
+    """How many of the tenant's jobs are unfinished (queued or running): the per-tenant quota's counter."""
+    return f"{PREFIX}:active:{tenant}"
+
+
+def idempotency_key(tenant: str, key: str) -> str:
+    return f"{PREFIX}:idempotency:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def events_channel(job_id: str) -> str:
+    """Pub/sub channel announcing the job's status changes (``Prefer: wait``)."""
+    return f"{PREFIX}:events:{job_id}"
+
+
+def runtime_key(job_type: str) -> str:
+    """Hash: the run-time histogram of finished jobs of one type."""
+    return f"{PREFIX}:stats:runtime:{job_type}"
+
+
+def upload_key(upload_id: str) -> str:
+    return f"{PREFIX}:upload:{upload_id}"
+
+
+# ---- batches (tasks.batch_store) ------------------------------------------------------------------------------
+
+BATCHES = f"{PREFIX}:batches"
+"""Ids of batches that fanned out and are not finalized yet: what the reconcile pass visits."""
+SHARD_LEASES = f"{PREFIX}:batch-shards"
+"""``{job_id}:{shard}`` → lease expiry (unix seconds) of each running shard."""
+
+
+def batch_key(job_id: str, part: str = "") -> str:
+    """The batch's hash (its shape and counts), or one of its other keys: ``items`` (outcomes), ``tries``, ``done``
+    (shards), ``final`` (the finalizer's claim), ``nudge``, ``tick``."""
+    return f"{PREFIX}:batch:{job_id}" + (f":{part}" if part else "")
+
+
+# ---- webhooks (tasks.webhooks) --------------------------------------------------------------------------------
+
+WEBHOOKS = f"{PREFIX}:webhooks"
+DUE = f"{WEBHOOKS}:due"
+"""Sorted set: outbox event id → when its next delivery attempt is due."""
+
+
+def event_key(event_id: str) -> str:
+    return f"{WEBHOOKS}:event:{event_id}"
+
+
+def log_key(job_id: str) -> str:
+    """The job's delivery log (``GET /v1/jobs/{id}/deliveries``)."""
+    return f"{WEBHOOKS}:log:{job_id}"
+
+
+def secret_key(tenant: str) -> str:
+    return f"{WEBHOOKS}:secret:{tenant}"
+
+
+def progress_gate_key(job_id: str) -> str:
+    return f"{WEBHOOKS}:progress-gate:{job_id}"

@@ -1,0 +1,141 @@
+"""What a worker process keeps warm between jobs (``Runtime``), and the ports the pipeline calls through.
+
+``worker.runtime`` builds the real ones from the settings, once per worker child; unit tests pass fakes, which
+these protocols type-check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from storage import S3Lister
+from tasks.batch_store import BatchStore
+from tasks.errors import SamqError
+from tasks.jobs import Job, JobResult
+from tasks.settings import QueueSettings
+from tasks.specs import Base64Image, S3Image, UploadImage, UrlImage
+from worker.embedding_cache import EmbeddingCache
+from worker.pipeline.objects import JobObjects
+from worker.runners.concept import ConceptRunner
+from worker.runners.image import Embedding, ImageRunner
+from worker.runners.video import VideoTracker
+from worker.settings import WorkerSettings
+
+Checkpoint = Callable[[], None]
+"""Raises ``JobCanceledError`` or ``LeaseLostError`` when the work must stop there (``worker.pipeline.lease``)."""
+Resend = Callable[[Job, float], None]
+"""Re-send a job's message after ``delay`` seconds (a transient failure's retry)."""
+
+
+class JobRecords(Protocol):
+    """The job store as a worker uses it (``tasks.store.JobStore``): every write names the attempt it comes from."""
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None: ...
+
+    def start(self, job_id: str) -> Job | None: ...
+
+    def heartbeat(self, job_id: str, attempt: int) -> bool: ...
+
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+    def set_progress(self, job_id: str, attempt: int, done: int, total: int, unit: str) -> Job | None: ...
+
+    def succeed(self, job_id: str, attempt: int, result: JobResult) -> bool: ...
+
+    def fail(self, job_id: str, attempt: int, error: SamqError, result: JobResult | None = None) -> bool: ...
+
+    def cancel_running(self, job_id: str, attempt: int, partial: JobResult | None = None) -> bool: ...
+
+    def requeue(self, job_id: str, attempt: int, error: SamqError) -> bool: ...
+
+    def hand_off(self, job_id: str) -> None: ...
+
+
+class Media(Protocol):
+    """Media references → bytes, size- and time-limited (``worker.pipeline.media.MediaSource``)."""
+
+    def fetch(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> bytes: ...
+
+
+class ModelSource(Protocol):
+    """Loaded runners by model id (``worker.registry.ModelRegistry``)."""
+
+    def get(self, model_id: str) -> ImageRunner: ...
+
+    def get_concept(self, model_id: str) -> ConceptRunner: ...
+
+    def get_video(self, model_id: str) -> VideoTracker: ...
+
+
+@dataclass(frozen=True)
+class TrackLimits:
+    """Worker limits on track jobs and their chunking (``SAMQ_WORKER_MAX_VIDEO_*``, ``…_TRACK_*``)."""
+
+    max_seconds: float
+    max_frames: int
+    max_pixels: int
+    max_objects: int
+    chunk_frames: int
+    chunk_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> TrackLimits:
+        return cls(
+            max_seconds=settings.max_video_seconds,
+            max_frames=settings.max_video_frames,
+            max_pixels=settings.max_video_pixels,
+            max_objects=settings.max_track_objects,
+            chunk_frames=settings.track_chunk_frames,
+            chunk_seconds=settings.track_chunk_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    shard_size: int
+    """Images per shard unless the batch sets ``shard_size`` (a video is always a shard of its own)."""
+    encode_batch: int | None
+    """Images of a shard encoded in one call (``set_image_batch``); None: 8 on a GPU, 1 (off) on CPU."""
+    max_items: int
+
+    @classmethod
+    def from_settings(cls, settings: QueueSettings) -> BatchLimits:
+        return cls(
+            shard_size=settings.batch_shard_size,
+            encode_batch=settings.batch_encode_size,
+            max_items=settings.batch_max_items,
+        )
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What batch work needs besides the Runtime: its Redis state, S3 listing and a way to send shards."""
+
+    store: BatchStore
+    send_shard: Callable[[str, int, bool], None]
+    """``(job_id, shard, videos)``: send one shard's task (``tasks.dispatch.Dispatcher.enqueue_shard``)."""
+    list_s3: S3Lister | None
+    """None without the s3 storage backend (``s3_prefix`` inputs then fail with ``media_not_found``)."""
+    limits: BatchLimits
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a worker process keeps warm between jobs."""
+
+    store: JobRecords
+    objects: JobObjects
+    media: Media
+    models: ModelSource
+    embeddings: EmbeddingCache[Embedding]
+    resend: Resend
+    batch: BatchContext
+    track: TrackLimits
+    max_image_pixels: int
+    max_attempts: int
+    lease_interval: float
+    retry_backoff: float
+    timeout_error: type[BaseException]
+    """The exception a job's soft time limit raises in it (Celery's ``SoftTimeLimitExceeded``)."""

@@ -1,0 +1,252 @@
+"""The jobs on one image: ``embed``, ``segment`` (visual prompts) and ``concept`` (phrases and exemplars).
+
+Each obtains the image's embedding first: from this process's cache, else from the shared tier in object storage
+(written by any worker), else by fetching, decoding and encoding the image. A batch encodes a group of images
+together beforehand (``encode_together``); each item's own run then finds its embedding in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from storage import keys
+from storage.base import ObjectNotFoundError
+from tasks.errors import (
+    EmbeddingNotFoundError,
+    MaskInputMismatchError,
+    MaskInputNotFoundError,
+    SamqError,
+    StorageUnavailableError,
+)
+from tasks.jobs import Job, JobResult
+from tasks.specs import (
+    CachedImage,
+    ConceptSpec,
+    ConceptTemplate,
+    EmbedSpec,
+    ImageRef,
+    MediaRef,
+    Prompt,
+    SegmentSpec,
+    SegmentTemplate,
+)
+from worker.images import decode_image
+from worker.pipeline.context import Checkpoint, Runtime
+from worker.pipeline.objects import JobObjects
+from worker.pipeline.outputs import LOW_RES_LOGITS, write_concept_result, write_embed_result, write_segment_result
+from worker.runners.concept import ConceptQuery, Sam3Embedding
+from worker.runners.image import Embedding, Encoder, ImageEmbedding, ImageRunner, VisualPrompt
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Embedding)
+CONCEPT_EMBEDDINGS = "sam3_concept"
+"""Cache key kind of SAM3 concept-model features (the tracker's are keyed ``sam3``, like any model id)."""
+
+
+@dataclass(frozen=True)
+class Obtained(Generic[E]):
+    """An image embedding, its image's content hash, and where it came from."""
+
+    embedding: E
+    image_id: str
+    source: str
+    """``memory`` (this process), ``shared`` (object storage, written by any worker) or ``miss`` (encoded now)."""
+    encode_ms: float = 0.0
+
+
+def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+    runner = rt.models.get(spec.model.value)
+    got = _obtain(job, spec.image, spec.model.value, runner, _image_embedding(runner), rt, checkpoint)
+    if got.source != "shared":
+        key = keys.embedding(job.tenant, spec.model.value, runner.image_size, got.image_id)
+        rt.objects.put(key, got.embedding.to_bytes())
+    return write_embed_result(rt.objects, job, got.image_id, got.embedding.orig_hw, got.source)
+
+
+def run_segment(
+    job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint, keep_logits: bool = True
+) -> JobResult:
+    """``keep_logits``: also store the low-res logits that a later ``mask_input`` refines."""
+    started = time.perf_counter()
+    runner = rt.models.get(spec.model.value)
+    got = _obtain(job, spec.image, spec.model.value, runner, _image_embedding(runner), rt, checkpoint)
+    prompts = [_visual_prompt(p, job, rt.objects, runner.low_res_size) for p in spec.prompts]
+    checkpoint()
+    decode_started = time.perf_counter()
+    masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks)
+    decode_ms = (time.perf_counter() - decode_started) * 1000
+    checkpoint()
+    result = write_segment_result(
+        rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, keep_logits=keep_logits
+    )
+    result.summary["timings"] = {
+        "model_ms": round(got.encode_ms + decode_ms, 3),
+        "total_ms": round((time.perf_counter() - started) * 1000, 3),  # the worker's whole job, writes included
+    }
+    return result
+
+
+def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+    """One image encode for every prompt; the embedding stays in this process's cache for later concept jobs."""
+    started = time.perf_counter()
+    runner = rt.models.get_concept(spec.model.value)
+    device = runner.device
+    got = _obtain(
+        job, spec.image, CONCEPT_EMBEDDINGS, runner, lambda data: Sam3Embedding.from_bytes(data, device), rt, checkpoint
+    )
+    queries = [
+        ConceptQuery(
+            text=p.text,
+            boxes=[(b.x0, b.y0, b.x1, b.y1) for b in p.boxes],
+            box_labels=[b.positive for b in p.boxes],
+            threshold=spec.threshold if p.threshold is None else p.threshold,
+        )
+        for p in spec.prompts
+    ]
+    checkpoint()
+    detect_started = time.perf_counter()
+    found = runner.detect(got.embedding, queries, max_detections=spec.max_detections, nms_iou=spec.nms_iou)
+    detect_ms = (time.perf_counter() - detect_started) * 1000
+    checkpoint()
+    result = write_concept_result(rt.objects, job, spec, found, got.embedding.orig_hw, got.image_id, got.source)
+    result.summary["timings"] = {
+        "encode_ms": round(got.encode_ms, 3),
+        "detect_ms": round(detect_ms, 3),
+        "model_ms": round(got.encode_ms + detect_ms, 3),
+        "total_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    return result
+
+
+def encoder_of(spec: SegmentTemplate | ConceptTemplate, rt: Runtime) -> Encoder[Embedding]:
+    """The (loaded) runner that encodes the images of ``spec``'s kind of job (a template or a job's spec)."""
+    if isinstance(spec, ConceptTemplate):
+        return rt.models.get_concept(spec.model.value)
+    return rt.models.get(spec.model.value)
+
+
+def encode_together(
+    job: Job, spec: SegmentTemplate | ConceptTemplate, media: Sequence[MediaRef], rt: Runtime, checkpoint: Checkpoint
+) -> dict[str, bytes]:
+    """Fetch, decode and encode images of ``spec``'s kind in one encoder call, into the embedding cache, where each
+    item's own run finds them. Returns the fetched bytes by reference (so the items do not fetch them again). Any
+    error here is left for the item's own run to meet again and record."""
+    encoder = encoder_of(spec, rt)
+    kind = CONCEPT_EMBEDDINGS if isinstance(spec, ConceptTemplate) else spec.model.value
+    fetched: dict[str, bytes] = {}
+    cache_keys: list[str] = []
+    images: list[npt.NDArray[np.uint8]] = []
+    for ref in media:
+        try:
+            data = rt.media.fetch(ref, job.tenant)
+            fetched[ref.model_dump_json()] = data
+            key = keys.embedding(job.tenant, kind, encoder.image_size, hashlib.sha256(data).hexdigest())
+            if key in cache_keys or rt.embeddings.get(key) is not None:
+                continue
+            images.append(decode_image(data, rt.max_image_pixels))
+            cache_keys.append(key)
+        except SamqError:
+            continue
+    if len(images) >= 2:
+        checkpoint()
+        for key, embedding in zip(cache_keys, encoder.encode_batch(images), strict=True):
+            rt.embeddings.put(key, embedding)
+    return fetched
+
+
+def _image_embedding(runner: ImageRunner) -> Callable[[bytes], ImageEmbedding]:
+    device = runner.device
+    return lambda data: ImageEmbedding.from_bytes(data, device)
+
+
+def _obtain(
+    job: Job,
+    image: ImageRef,
+    kind: str,
+    encoder: Encoder[E],
+    load: Callable[[bytes], E],
+    rt: Runtime,
+    checkpoint: Checkpoint,
+) -> Obtained[E]:
+    """The image's embedding of ``kind`` (a model id): from either cache tier, else fetched, decoded, encoded."""
+    if isinstance(image, CachedImage):
+        key = keys.embedding(job.tenant, kind, encoder.image_size, image.image_id)
+        embedding, source = _cached_embedding(key, rt, load)
+        if embedding is None:
+            raise EmbeddingNotFoundError(
+                f"no cached embedding for image_id {image.image_id} and model {job.model}; "
+                "run an embed job with this model first"
+            )
+        return Obtained(embedding, image.image_id, source)
+    data = rt.media.fetch(image, job.tenant)
+    image_id = hashlib.sha256(data).hexdigest()
+    key = keys.embedding(job.tenant, kind, encoder.image_size, image_id)
+    embedding, source = _cached_embedding(key, rt, load)
+    if embedding is not None:
+        return Obtained(embedding, image_id, source)
+    decoded = decode_image(data, rt.max_image_pixels)
+    checkpoint()
+    started = time.perf_counter()
+    embedding = encoder.encode(decoded)
+    rt.embeddings.put(key, embedding)
+    return Obtained(embedding, image_id, "miss", (time.perf_counter() - started) * 1000)
+
+
+def _cached_embedding(key: str, rt: Runtime, load: Callable[[bytes], E]) -> tuple[E | None, str]:
+    found = rt.embeddings.get(key)
+    if found is not None:
+        return cast(E, found), "memory"  # keys carry the model kind, so the entry is of this kind
+    try:
+        data = rt.objects.get(key)
+    except ObjectNotFoundError:
+        return None, "miss"
+    except StorageUnavailableError as e:
+        log.warning("shared embedding tier unreadable (%s); encoding instead", e.message)
+        return None, "miss"
+    try:
+        embedding = load(data)
+    except ValueError as e:
+        log.warning("shared embedding %s is unreadable (%s); encoding instead", key, e)
+        return None, "miss"
+    rt.embeddings.put(key, embedding)
+    return embedding, "shared"
+
+
+def _visual_prompt(prompt: Prompt, job: Job, objects: JobObjects, low_res_size: int) -> VisualPrompt:
+    coords = np.array([[p.x, p.y] for p in prompt.points], dtype=np.float32) if prompt.points else None
+    labels = np.array([int(p.positive) for p in prompt.points], dtype=np.int32) if prompt.points else None
+    box = (
+        np.array([prompt.box.x0, prompt.box.y0, prompt.box.x1, prompt.box.y1], dtype=np.float32) if prompt.box else None
+    )
+    mask_input = None
+    if prompt.mask_input is not None:
+        mask_input = _load_mask_input(job.tenant, prompt.mask_input.job, prompt.mask_input.index, objects, low_res_size)
+    return VisualPrompt(point_coords=coords, point_labels=labels, box=box, mask_input=mask_input)
+
+
+def _load_mask_input(tenant: str, job_id: str, index: int, objects: JobObjects, side: int) -> npt.NDArray[np.float32]:
+    try:
+        stored = objects.get(keys.job_file(tenant, job_id, LOW_RES_LOGITS))
+    except ObjectNotFoundError as e:
+        raise MaskInputNotFoundError(f"job {job_id} has no stored low-res masks (not a succeeded segment job)") from e
+    logits = np.load(io.BytesIO(stored), allow_pickle=False)
+    if index >= len(logits):
+        raise MaskInputNotFoundError(
+            f"job {job_id} has {len(logits)} instances; mask_input index {index} is out of range"
+        )
+    if logits.shape[1:] != (side, side):
+        raise MaskInputMismatchError(
+            f"job {job_id}'s masks are {logits.shape[1]}x{logits.shape[2]} logits; this model takes {side}x{side} "
+            "(refine with the same model and input size)"
+        )
+    return np.asarray(logits[index : index + 1], dtype=np.float32)
