@@ -267,6 +267,3 @@ def test_max_fps_thins_variable_frame_rate_by_time(vfr_clips: dict[str, Path]) -
     assert select_frames(info, max_fps=25).tolist() == [0, 1, 2, 3, 6, 8]
     kept = info.times[select_frames(info, max_fps=4)]
     assert np.all(np.diff(kept) >= 0.25 - 1e-3)
-
-
-# VideoFrames -----------------------------------------------------------------------------------------------------

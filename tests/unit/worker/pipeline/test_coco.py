@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:Deprec
 
 
 def _instance(mask: np.ndarray, score: float = 0.9, **fields: Any) -> dict[str, Any]:
-    """A result-document instance as ``tasks/outputs.py`` writes it, with the mask's own bounding box; ``fields``
+    """A result-document instance as ``worker/pipeline/outputs.py`` writes it, with the mask's own bounding box; ``fields``
     adds a concept job's ``label``."""
     rows, cols = np.nonzero(mask)
     x0, y0, x1, y1 = float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)
