@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,11 +44,20 @@ def samq_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]
         assert time.monotonic() < deadline, "samq up did not come up"
     else:
         pytest.fail(f"samq up exited with {process.wait()}")
+    supervised = psutil.Process(process.pid).children(recursive=True)
     try:
         yield process, f"http://127.0.0.1:{port}", data_dir
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # stopped as a user stops it, so that it stops its children
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for child in supervised:  # whatever a supervisor that did not stop cleanly left behind
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def test_samq_up_serves_submit_and_stops_everything_on_sigterm(
