@@ -7,9 +7,14 @@ from flask import Flask, g, request
 from api import jobs, ops, uploads, webhooks
 from api.auth import Tenants
 from api.errors import ApiError, register_error_handlers
+from api.roboflow import routes as roboflow
 from api.services import Services, build_services
 
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/files/")
+ROBOFLOW_KEY_REQUIRED = (
+    "a valid API key is required: the api_key field of the body, the api_key query parameter, "
+    "or an 'Authorization: Bearer <api key>' header"
+)
 
 
 def create_app(services: Services | None = None) -> Flask:
@@ -22,8 +27,11 @@ def create_app(services: Services | None = None) -> Flask:
 
     @app.before_request
     def authenticate() -> None:
-        if not request.path.startswith(PUBLIC_PREFIXES):
+        if request.blueprint == roboflow.bp.name:
+            g.tenant = tenants.resolve_key(roboflow.api_key(), ROBOFLOW_KEY_REQUIRED)
+        elif not request.path.startswith(PUBLIC_PREFIXES):
             g.tenant = tenants.resolve(request.headers.get("Authorization"))
+        if "tenant" in g:
             limits = services.api.limits_for(g.tenant)
             wait = services.rate_limiter.retry_after(g.tenant, limits)
             if wait:
@@ -37,6 +45,6 @@ def create_app(services: Services | None = None) -> Flask:
 
     register_error_handlers(app)
     app.config["SAMQ_KEYS"] = not tenants.open  # /openapi.json says whether a key is needed
-    for blueprint in (jobs.bp, uploads.bp, ops.bp, webhooks.bp):
+    for blueprint in (jobs.bp, uploads.bp, ops.bp, webhooks.bp, roboflow.bp):
         app.register_blueprint(blueprint)
     return app

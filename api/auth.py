@@ -46,12 +46,19 @@ class Tenants:
 
     def resolve(self, authorization: str | None) -> str:
         """The caller's tenant from an ``Authorization: Bearer <key>`` header; 401 otherwise."""
+        scheme, _, key = (authorization or "").partition(" ")
+        return self.resolve_key(
+            key.strip() if scheme.lower() == "bearer" else None,
+            "a valid 'Authorization: Bearer <api key>' header is required",
+        )
+
+    def resolve_key(self, key: str | None, required: str) -> str:
+        """The tenant of ``key``; 401 with the message ``required`` when it names none."""
         if self.open:
             return OPEN_TENANT
-        scheme, _, key = (authorization or "").partition(" ")
-        tenant = self._by_digest.get(_digest(key.strip())) if scheme.lower() == "bearer" else None
+        tenant = None if key is None else self._by_digest.get(_digest(key))
         if tenant is None:
-            raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <api key>' header is required")
+            raise ApiError(401, "unauthorized", required)
         return tenant
 
 

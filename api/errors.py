@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -28,6 +28,8 @@ from tasks.errors import (
 from tasks.specs import validation_details
 
 RETRY_AFTER_SECONDS = 5
+ROBOFLOW_BLUEPRINT = "roboflow"
+"""The Roboflow-compatible routes' blueprint: their errors also carry a top-level ``message``."""
 
 STATUS: dict[type[SamqError], int] = {
     QuotaExceededError: 429,
@@ -73,7 +75,13 @@ def answer(error: SamqError) -> ApiError:
 
 
 def render(error: ApiError) -> Response:
-    response = jsonify({"error": {"code": error.code, "message": error.message, "details": error.details}})
+    body: dict[str, Any] = {"error": {"code": error.code, "message": error.message, "details": error.details}}
+    if request.blueprint == ROBOFLOW_BLUEPRINT:  # Roboflow's clients show exactly this field
+        first = error.details[0] if error.details else {}
+        said = first.get("message") if isinstance(first, dict) else None
+        adds = first.get("field") and said and said != error.message  # the field at fault, unless said already
+        body["message"] = f"{error.message}: {first['field']}: {said}" if adds else error.message
+    response = jsonify(body)
     response.status_code = error.status
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)

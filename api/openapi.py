@@ -15,8 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from api.jobs import MAX_IDEMPOTENCY_KEY_CHARS, ListQuery
-from api.views import DeliveryList, ErrorBody, Health, JobList, UploadCreated, WebhookSecret
+from api.admission import MAX_IDEMPOTENCY_KEY_CHARS
+from api.jobs import ListQuery
+from api.roboflow.requests import ConceptRequest, Sam2Request
+from api.roboflow.responses import RESPONSE_MODELS
+from api.views import DeliveryList, ErrorBody, Health, JobList, RoboflowErrorBody, UploadCreated, WebhookSecret
 from tasks.jobs import JobSpec
 from tasks.views import JobObject
 
@@ -26,7 +29,7 @@ REF = "#/components/schemas/{model}"
 JSON = "application/json"
 BINARY: Schema = {"type": "string", "format": "binary"}
 
-REQUESTS: Mapping[str, Any] = {"JobRequest": JobSpec}
+REQUESTS: Mapping[str, Any] = {"JobRequest": JobSpec, "Sam2Request": Sam2Request, "ConceptRequest": ConceptRequest}
 """Request bodies by component name (validation mode)."""
 RESPONSES: tuple[type[BaseModel], ...] = (
     JobObject,
@@ -36,6 +39,8 @@ RESPONSES: tuple[type[BaseModel], ...] = (
     WebhookSecret,
     ErrorBody,
     Health,
+    RoboflowErrorBody,
+    *RESPONSE_MODELS,
 )
 """Response bodies (serialization mode). A model that differs between the modes is named ``Name-Input`` and
 ``Name-Output`` by pydantic, so requests and responses never overwrite each other's definitions."""
@@ -53,7 +58,10 @@ ERRORS: Mapping[int, str] = {
     415: "Unsupported media type",
     422: "Validation error (details carry field paths)",
     429: "Rate limited, or too many unfinished jobs (Retry-After)",
+    500: "The job failed on the server's side (worker_lost, timeout, model_unavailable)",
+    502: "The job could not fetch its image (media_fetch_failed)",
     503: "Broker or storage unavailable (Retry-After)",
+    504: "The job outlived the call's wait; it goes on (details name the job)",
 }
 TENANT_ERRORS = (429, 503)
 """What every non-public route may answer before its own code runs (the tenant's rate limit, Redis); and 401 when
@@ -63,7 +71,7 @@ HEADERS: Mapping[str, Schema] = {
     "Location": {"description": "The job's URL", "schema": {"type": "string"}},
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}},
 }
-ERROR_HEADERS: Mapping[int, tuple[str, ...]] = {429: ("Retry-After",), 503: ("Retry-After",)}
+ERROR_HEADERS: Mapping[int, tuple[str, ...]] = {429: ("Retry-After",), 503: ("Retry-After",), 504: ("Retry-After",)}
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class Route:
     public: bool = False
     """No API key needed."""
     description: str = ""
+    error_body: str = "ErrorBody"
 
 
 def path_id(name: str, prefix: str) -> Schema:
@@ -250,6 +259,35 @@ ROUTES: tuple[Route, ...] = (
         public=True,
         description="The URLs of result.files: they carry their own signature instead of an API key.",
     ),
+    *(
+        Route(
+            "post",
+            path,
+            operation_id,
+            summary,
+            "roboflow",
+            {200: Answer("Roboflow's response body", response)},
+            errors=(400, 409, 410, 413, 415, 422, 500, 502, 504),
+            parameters=({"name": "api_key", "in": "query", "required": False, "schema": {"type": "string"}},),
+            body={JSON: request},
+            description="Roboflow Inference's route: its request and response bodies (docs/api.md, Roboflow "
+            "compatibility). The API key may also travel as the body's api_key or the api_key query parameter.",
+            error_body="RoboflowErrorBody",
+        )
+        for path, operation_id, summary, request, response in (
+            ("/sam2/embed_image", "sam2EmbedImage", "SAM2: embed an image", "Sam2Request", "EmbeddingResponse"),
+            ("/sam2/segment_image", "sam2SegmentImage", "SAM2: segment", "Sam2Request", "SegmentationResponse"),
+            ("/sam3/embed_image", "sam3EmbedImage", "SAM3: embed an image", "Sam2Request", "EmbeddingResponse"),
+            ("/sam3/visual_segment", "sam3VisualSegment", "SAM3: segment", "Sam2Request", "SegmentationResponse"),
+            (
+                "/sam3/concept_segment",
+                "sam3ConceptSegment",
+                "SAM3: every instance",
+                "ConceptRequest",
+                "ConceptResponse",
+            ),
+        )
+    ),
     Route("get", "/healthz", "healthz", "The process is up", "ops", {200: Answer("Up", "Health")}, public=True),
     Route(
         "get",
@@ -350,7 +388,7 @@ def _operation(route: Route, queries: Mapping[type[BaseModel], list[Schema]], ke
     operation["responses"] = {
         **{str(status): _response(answer) for status, answer in sorted(route.answers.items())},
         **{
-            str(status): _response(Answer(ERRORS[status], "ErrorBody", headers=ERROR_HEADERS.get(status, ())))
+            str(status): _response(Answer(ERRORS[status], route.error_body, headers=ERROR_HEADERS.get(status, ())))
             for status in sorted(errors)
         },
     }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from api.limits import RateLimiter
+from api.roboflow_memory import RoboflowMemory
 from api.settings import ApiSettings
 from storage import make_store
 from storage.base import ObjectStore
@@ -34,7 +35,10 @@ class Services:
     dispatch: Dispatcher
     waiters: threading.BoundedSemaphore
     """Requests allowed to hold a server thread for ``Prefer: wait`` at once (half the threads)."""
+    roboflow_waiters: threading.BoundedSemaphore
+    """Roboflow-compatible calls waiting for their jobs at once (their own threads: ``roboflow_max_waiting``)."""
     rate_limiter: RateLimiter
+    roboflow: RoboflowMemory
     webhook_secrets: WebhookSecrets
 
 
@@ -54,6 +58,8 @@ def build_services(
         objects=make_store(storage),
         dispatch=Dispatcher(celery_app(queue), queue),
         waiters=threading.BoundedSemaphore(max(1, api.threads // 2)),
+        roboflow_waiters=threading.BoundedSemaphore(api.roboflow_max_waiting),
         rate_limiter=RateLimiter(client),
+        roboflow=RoboflowMemory(client, api.roboflow_image_id_ttl_seconds),
         webhook_secrets=WebhookSecrets(client, queue.webhook_secret_overlap_seconds),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +25,7 @@ class ApiSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 16
+    """Server threads for everything but the Roboflow-compatible calls (which get ``roboflow_max_waiting`` more)."""
     max_body_bytes: int = 24 * 1024 * 1024
     """JSON request bodies (a base64 image inflates by a third: keep above max_base64_bytes × 4/3)."""
     max_base64_bytes: int = 16 * 1024 * 1024
@@ -32,6 +33,16 @@ class ApiSettings(BaseSettings):
     max_upload_bytes: int = 256 * 1024 * 1024
     max_wait_seconds: int = 60
     """Upper bound of ``Prefer: wait=N``."""
+    roboflow_wait_seconds: Annotated[int, Field(ge=1)] = 300
+    """How long a Roboflow-compatible call (``/sam2/…``, ``/sam3/…``) waits for its job before answering 504 with
+    the job's id (the job goes on; poll ``/v1/jobs/{id}``)."""
+    roboflow_max_waiting: Annotated[int, Field(ge=1)] = 128
+    """Roboflow-compatible calls waiting at once; each holds a server thread of its own, added to ``threads``.
+    One more answers 503 with ``Retry-After`` (Roboflow's client retries it)."""
+    roboflow_sam2_version: Literal["hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large"] = "hiera_large"
+    """The SAM2 model of a ``/sam2/…`` call that names none (Roboflow's own default)."""
+    roboflow_image_id_ttl_seconds: Annotated[int, Field(ge=60)] = 24 * 3600
+    """How long a caller-chosen ``image_id`` (and the logits saved under it) is remembered."""
     keys: SecretStr = SecretStr("")
     """``SAMQ_API_KEYS``: comma-separated ``tenant:key`` pairs. Empty (and no keys file) = open mode (loopback
     binding only)."""

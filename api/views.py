@@ -39,6 +39,13 @@ class ErrorBody(View):
     error: ErrorDetail
 
 
+class RoboflowErrorBody(ErrorBody):
+    """The Roboflow-compatible routes' errors: samq's error object and Roboflow's top-level ``message`` (what
+    Roboflow's client shows)."""
+
+    message: str
+
+
 class WebhookSecret(View):
     secret: str
     """``whsec_`` + base64 of 32 random bytes (Standard Webhooks)."""

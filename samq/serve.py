@@ -44,7 +44,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     app = create_app(build_services(api=settings))
     _exit_on_sigterm()
     print(f"samq API on http://{host}:{port}", flush=True)
-    waitress.serve(app, host=host, port=port, threads=settings.threads, ident="samq")
+    threads = settings.threads + settings.roboflow_max_waiting  # blocking Roboflow calls never take the others'
+    # waitress's default 100 connections would turn away polls while the Roboflow calls hold theirs
+    waitress.serve(app, host=host, port=port, threads=threads, connection_limit=max(100, 2 * threads), ident="samq")
     return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv and installs samq into it from the locks in requirements/, never downloading CUDA torch.
 #   scripts/install.sh          runtime only (requirements/runtime.txt)
-#   scripts/install.sh --dev    plus the test and lint tools (requirements/dev.txt)
+#   scripts/install.sh --dev    plus the test and lint tools (requirements/dev.txt), and Roboflow's inference-sdk
+#                               in .venv-roboflow (requirements/roboflow-client.txt) for the compatibility tests
 # Every package but torch and torchvision is pinned with hashes (pip's hash-checking mode), so two installs of
 # the same commit get the same files. torch and torchvision are pinned to exact versions by constraints.txt; which
 # build of them pip takes is the index's choice (the CPU wheel on these machines; see README, Development).
@@ -20,3 +21,8 @@ pip=(.venv/bin/pip install -q)
 "${pip[@]}" -c constraints.txt torch torchvision
 "${pip[@]}" --no-deps --no-build-isolation -e .
 .venv/bin/pip check
+if [ "${1:-}" = "--dev" ]; then  # Roboflow's client, in an environment of its own (requirements/roboflow-client.in)
+  [ -x .venv-roboflow/bin/python ] || python3 -m venv .venv-roboflow
+  .venv-roboflow/bin/pip install -q --require-hashes --no-deps -r requirements/roboflow-client.txt
+  .venv-roboflow/bin/pip check
+fi

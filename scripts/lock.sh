@@ -24,6 +24,7 @@ compile=(.venv/bin/uv pip compile --quiet --generate-hashes --python-version 3.1
 "${compile[@]}" "$@" pyproject.toml -o requirements/runtime.txt
 "${compile[@]}" "$@" pyproject.toml --extra dev -c requirements/runtime.txt -o requirements/dev.txt
 "${compile[@]}" "$@" requirements/build.in -c requirements/runtime.txt -o requirements/build.txt
+"${compile[@]}" "$@" requirements/roboflow-client.in -o requirements/roboflow-client.txt
 if grep -qE '^(nvidia-|triton==)' requirements/*.txt; then
   echo "lock.sh: a lock names a CUDA package: torch was resolved from a CUDA wheel" >&2
   exit 1

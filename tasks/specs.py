@@ -100,12 +100,23 @@ class MaskInput(Spec):
     index: Annotated[int, Field(ge=0, lt=MAX_PROMPTS_PER_JOB * 3)]
 
 
+MAX_LABEL_CHARS = 200
+
+
 class Prompt(Spec):
-    """One instance to segment: positive/negative points and/or one box, optionally a previous mask."""
+    """One instance to segment: positive/negative points and/or one box, optionally a previous mask.
+
+    ``label``, ``class_id`` and ``detection_confidence`` describe where the prompt came from (typically another
+    model's detection box); the instance the prompt yields carries them, and the COCO export names its category
+    after them.
+    """
 
     points: Annotated[list[Point], Field(default_factory=list, max_length=MAX_POINTS_PER_PROMPT)]
     box: Box | None = None
     mask_input: MaskInput | None = None
+    label: Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)] | None = None
+    class_id: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    detection_confidence: Annotated[float, Field(ge=0, le=1)] | None = None
 
     @model_validator(mode="after")
     def _has_geometry(self) -> Prompt:
@@ -204,10 +215,10 @@ class SegmentTemplate(ImageModel):
 
 
 class SegmentSpec(SegmentTemplate, JobFields):
-    """SAM2 on one image with visual prompts; each prompt yields one instance."""
+    """SAM2 on one image with visual prompts; each prompt yields one instance. No prompts at all yields one
+    instance too: the image's most prominent object, as the model predicts with no prompt."""
 
     image: ImageRef
-    prompts: Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS_PER_JOB)]
 
 
 class EmbedSpec(ImageModel, JobFields):

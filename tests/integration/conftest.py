@@ -87,6 +87,13 @@ def bare_stack(tmp_path: Path) -> Iterator[Stack]:
     yield from _stack(tmp_path, local_storage_env(tmp_path / "objects"))
 
 
+@pytest.fixture
+def waiting_stack(tmp_path: Path) -> Iterator[Stack]:
+    """No worker yet; Roboflow-compatible calls wait 2 s, two at a time."""
+    env = {**local_storage_env(tmp_path / "objects"), "SAMQ_API_ROBOFLOW_WAIT_SECONDS": "2"}
+    yield from _stack(tmp_path, env | {"SAMQ_API_ROBOFLOW_MAX_WAITING": "2"})
+
+
 # ---- a private Redis for the store tests ---------------------------------------------------------------------
 
 

@@ -126,3 +126,49 @@ def test_second_job_on_same_image_hits_the_embedding_cache(local_stack: Stack) -
     first_masks = [np.asarray(coco_mask.decode(i["rle"])) for i in client.result(first["id"])["instances"]]
     second_masks = [np.asarray(coco_mask.decode(i["rle"])) for i in client.result(second["id"])["instances"]]
     assert all(np.array_equal(a, b) for a, b in zip(first_masks, second_masks, strict=True))
+
+
+def test_labelled_prompts_carry_a_detectors_labels_to_the_result_and_the_coco_export(local_stack: Stack) -> None:
+    """Boxes from another model (the SAM2 workflow block's case): label, class id and confidence reach each mask."""
+    client = local_stack.client
+    detections = [
+        {
+            "box": {"x0": 60, "y0": 60, "x1": 200, "y1": 180},
+            "label": "ellipse",
+            "class_id": 3,
+            "detection_confidence": 0.9,
+        },
+        {"box": {"x0": 235, "y0": 35, "x1": 292, "y1": 82}, "label": "block", "class_id": 7},
+        {"points": [{"x": 10, "y": 10}]},
+    ]
+    image = {"base64": b64(png_bytes(scene()))}
+    done = client.submit(segment_job(image, prompts=detections), wait=60)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["summary"]["instances_per_label"] == {"ellipse": 1, "block": 1}
+    instances = client.result(done["id"])["instances"]
+    carried = [{k: i[k] for k in ("label", "class_id", "detection_confidence") if k in i} for i in instances]
+    assert carried == [
+        {"label": "ellipse", "class_id": 3, "detection_confidence": 0.9},
+        {"label": "block", "class_id": 7},
+        {},
+    ]
+
+    upload = client.upload(png_bytes(scene(seed=1)), "image/png")["id"]
+    batch = {
+        "type": "batch",
+        "template": {"type": "segment", "model": "sam2.1_hiera_tiny"},
+        "inputs": {"items": [{"upload": upload, "name": "a.png", "prompts": detections[:2]}]},
+        "export": ["coco"],
+    }
+    finished = client.wait(client.submit(batch)["id"], timeout=120)
+    assert finished["status"] == "succeeded", finished["error"]
+    url = next(f["url"] for f in finished["result"]["files"] if f["name"] == "coco.json")
+    coco = fetch_json(url)
+    categories = {c["id"]: c for c in coco["categories"]}
+    assert [
+        (categories[a["category_id"]]["name"], categories[a["category_id"]]["class_id"]) for a in coco["annotations"]
+    ] == [
+        ("ellipse", 3),
+        ("block", 7),
+    ]
+    assert [a.get("detection_confidence") for a in coco["annotations"]] == [0.9, None]

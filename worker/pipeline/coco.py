@@ -39,6 +39,7 @@ class CocoWriter:
         self._images = _temporary(path, "images")
         self._annotations = _temporary(path, "annotations")
         self._categories: dict[str, int] = {}
+        self._class_ids: dict[str, int] = {}
         self._image_count = 0
         self._annotation_count = 0
         self._closed = False
@@ -90,11 +91,16 @@ class CocoWriter:
         return CocoStats(self._image_count, self._annotation_count, len(self._categories))
 
     def _annotation(self, image_id: int, instance: Mapping[str, Any]) -> dict[str, Any]:
+        """A category per label (with the detector's ``class_id`` where a prompt gave one); the detector's
+        confidence, where given, beside the mask's own ``score``."""
         label = instance.get("label")
         name = label if isinstance(label, str) and label else DEFAULT_CATEGORY
         category_id = self._categories.setdefault(name, len(self._categories) + 1)
+        if "class_id" in instance:
+            self._class_ids.setdefault(name, int(instance["class_id"]))
         box = instance["bbox"]
         rle = instance["rle"]
+        extra = {"detection_confidence": instance["detection_confidence"]} if "detection_confidence" in instance else {}
         return {
             "id": self._annotation_count,
             "image_id": image_id,
@@ -104,12 +110,14 @@ class CocoWriter:
             "bbox": [box["x0"], box["y0"], box["x1"] - box["x0"], box["y1"] - box["y0"]],
             "iscrowd": 0,
             "score": instance["score"],
-        }
+        } | extra
 
     def _join(self) -> None:
         info = {"description": "samq", "date_created": datetime.now(tz=UTC).isoformat()}
         categories = [
-            {"id": i, "name": name, "supercategory": DEFAULT_CATEGORY} for name, i in self._categories.items()
+            {"id": i, "name": name, "supercategory": DEFAULT_CATEGORY}
+            | ({"class_id": self._class_ids[name]} if name in self._class_ids else {})
+            for name, i in self._categories.items()
         ]
         final = _temporary(self._path, "json")
         try:

@@ -80,7 +80,8 @@ def run_segment(
     started = time.perf_counter()
     runner = rt.models.get(spec.model.value)
     got = _obtain(job, spec.image, spec.model.value, runner, _image_embedding(runner), rt, checkpoint)
-    prompts = [_visual_prompt(p, job, rt.objects, runner.low_res_size) for p in spec.prompts]
+    # no prompt at all: the model's most prominent mask (Meta's predictor called with no prompt)
+    prompts = [_visual_prompt(p, job, rt.objects, runner.low_res_size) for p in spec.prompts] or [VisualPrompt()]
     checkpoint()
     decode_started = time.perf_counter()
     masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks)

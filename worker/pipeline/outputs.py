@@ -20,6 +20,8 @@ from worker.runners.concept import ConceptInstances
 
 LOW_RES_LOGITS = "low_res_logits.npy"
 """Per-instance 256×256 mask logits, kept so that a later job can refine a mask (``mask_input``)."""
+DETECTION_FIELDS = {"label", "class_id", "detection_confidence"}
+"""What a segment prompt may say about the detection it came from; its instance carries them."""
 
 
 def write_segment_result(
@@ -33,14 +35,21 @@ def write_segment_result(
     keep_logits: bool = True,
 ) -> JobResult:
     instances, files = _instances(objects, job, spec.output.formats, masks.masks, masks.boxes, masks.scores)
+    labels: dict[str, int] = {}
     for instance, prompt_index in zip(instances, masks.prompt_index.tolist(), strict=True):
         instance["prompt_index"] = prompt_index
+        if spec.prompts:  # else the one unprompted instance
+            instance.update(spec.prompts[prompt_index].model_dump(include=DETECTION_FIELDS, exclude_none=True))
+            if "label" in instance:
+                labels[instance["label"]] = labels.get(instance["label"], 0) + 1
     if keep_logits:
         logits = io.BytesIO()
         np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
         files.append(objects.write(job, LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
     files.append(_write_json(objects, job, _document(image_hw, image_id, instances)))
-    summary = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
+    summary: dict[str, Any] = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
+    if labels:
+        summary["instances_per_label"] = labels
     return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
 
 

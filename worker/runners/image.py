@@ -108,7 +108,8 @@ class ImageEmbedding:
 
 @dataclass(frozen=True)
 class VisualPrompt:
-    """One instance to segment, in original-image pixels. At least one of the fields is set.
+    """One instance to segment, in original-image pixels. With no field set it asks for the model's most prominent
+    mask (the prediction with no prompt at all).
 
     - ``point_coords``: (K, 2) float32 ``(x, y)``; ``point_labels``: (K,) int32, 1 foreground / 0 background.
     - ``box``: (4,) float32 XYXY.
@@ -132,8 +133,6 @@ def check_images(images: Sequence[npt.NDArray[np.uint8]]) -> None:
 
 def check_prompt(index: int, prompt: VisualPrompt, height: int, width: int, low_res_size: int) -> None:
     """A prompt's shape and bounds (shared by the SAM2 and SAM3 tracker runners)."""
-    if prompt.point_coords is None and prompt.box is None and prompt.mask_input is None:
-        raise ValueError(f"prompt {index} has no points, box or mask_input")
     if (prompt.point_coords is None) != (prompt.point_labels is None):
         raise ValueError(f"prompt {index}: point_coords and point_labels go together")
     if prompt.point_coords is not None and prompt.point_labels is not None:

@@ -309,9 +309,9 @@ def test_item_prompts_alone_are_enough() -> None:
     assert isinstance(spec, SegmentSpec) and spec.prompts[0].box is not None
 
 
-def test_no_prompts_anywhere_is_a_validation_error() -> None:
-    with pytest.raises(ValidationError, match="prompts"):
-        item_spec(SegmentTemplate.model_validate({"type": "segment"}), BatchItem(upload="upl_a"))
+def test_no_prompts_anywhere_segments_the_most_prominent_object_but_finds_no_concept() -> None:
+    unprompted = item_spec(SegmentTemplate.model_validate({"type": "segment"}), BatchItem(upload="upl_a"))
+    assert isinstance(unprompted, SegmentSpec) and unprompted.prompts == []
     with pytest.raises(ValidationError, match="prompts"):
         item_spec(ConceptTemplate.model_validate({"type": "concept"}), BatchItem(upload="upl_a"))
 

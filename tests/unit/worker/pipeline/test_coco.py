@@ -179,3 +179,28 @@ def test_instance_without_rle_is_refused_and_nothing_of_the_image_is_written(tmp
     assert [image["file_name"] for image in coco.dataset["images"]] == ["y.jpg"]
     assert [category["name"] for category in coco.dataset["categories"]] == ["object"]
     assert len(coco.dataset["annotations"]) == 1
+
+
+def test_a_detectors_class_id_and_confidence_travel_with_the_label(tmp_path: Path) -> None:
+    """Segment prompts from another model's boxes: the category keeps the detector's class id, each annotation
+    its confidence (beside the mask's own score)."""
+    path = tmp_path / "instances.json"
+    mask = _random_mask(20, 30, 1)
+    instances = [
+        _instance(mask, label="car", class_id=2, detection_confidence=0.75),
+        _instance(mask, label="person", class_id=0, detection_confidence=0.5),
+        _instance(mask, label="car", class_id=2, detection_confidence=0.25),
+        _instance(mask),
+    ]
+    with CocoWriter(path) as writer:
+        writer.add_image("street.jpg", 30, 20, instances)
+
+    coco = COCO(str(path))
+    assert coco.loadCats(coco.getCatIds()) == [
+        {"id": 1, "name": "car", "supercategory": "object", "class_id": 2},
+        {"id": 2, "name": "person", "supercategory": "object", "class_id": 0},
+        {"id": 3, "name": "object", "supercategory": "object"},
+    ]
+    annotations = coco.loadAnns(sorted(coco.getAnnIds()))
+    assert [a["category_id"] for a in annotations] == [1, 2, 1, 3]
+    assert [a.get("detection_confidence") for a in annotations] == [0.75, 0.5, 0.25, None]

@@ -179,6 +179,23 @@ def test_mask_input_refinement_matches_the_reference(
     assert not np.array_equal(without_mask.low_res_logits, result.low_res_logits)  # the mask input mattered
 
 
+@pytest.mark.parametrize("multimask", [True, False])
+def test_no_prompt_is_the_reference_predictor_called_with_no_prompt(
+    runner: Sam2ImageRunner, embedding: ImageEmbedding, reference: Any, multimask: bool
+) -> None:
+    """An empty prompt asks for the most prominent mask: Meta's ``predict()`` with no points, box or mask."""
+    result = runner.predict(embedding, [VisualPrompt()], multimask, False)
+    masks, scores, logits = reference.predict(multimask_output=multimask, return_logits=False)
+    best = int(np.argmax(scores))
+    assert len(result) == 1
+    assert np.array_equal(result.masks[0], masks[best].astype(bool))
+    assert result.scores[0] == scores[best]
+    assert np.array_equal(result.low_res_logits[0], logits[best])
+    assert not np.array_equal(
+        result.low_res_logits[0], runner.predict(embedding, PROMPTS[:1], multimask, False).low_res_logits[0]
+    )
+
+
 def test_embedding_bytes_round_trip_predicts_identically(runner: Sam2ImageRunner, embedding: ImageEmbedding) -> None:
     restored = ImageEmbedding.from_bytes(embedding.to_bytes(), "cpu")
     assert restored.orig_hw == embedding.orig_hw
@@ -239,8 +256,6 @@ def test_box_on_the_image_border_is_accepted(runner: Sam2ImageRunner, embedding:
 
 
 def test_malformed_prompts_are_value_errors(runner: Sam2ImageRunner, embedding: ImageEmbedding) -> None:
-    with pytest.raises(ValueError, match="no points, box or mask_input"):
-        runner.predict(embedding, [VisualPrompt()], True, False)
     with pytest.raises(ValueError, match="mask_input must be"):
         runner.predict(embedding, [VisualPrompt(mask_input=np.zeros((1, 256, 256), np.float32))], True, False)
     with pytest.raises(ValueError, match="at least one prompt"):

@@ -48,6 +48,7 @@ PROMPTS = [
         point_labels=np.array([1], np.int32),
         box=np.array([0.0, 0.0, 200.0, 120.0], np.float32),
     ),
+    VisualPrompt(),  # no prompt at all: the most prominent mask
 ]
 
 
