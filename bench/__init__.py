@@ -52,6 +52,13 @@ same prompt, all submitted at once then awaited, first submit to last terminal. 
 medians give the row ``bulk  N=64  batch X img/s  separate Y img/s  ratio Z  target >= 1.0: PASS|FAIL`` (``bulk GPU``
 on a GPU).
 
+Then the Roboflow section, on the segment section's stack and worker (the API's rate limits lifted: every client
+is one tenant): (c1) ``--repeats`` ``/sam2/segment_image`` calls naming a remembered ``image_id`` (one point, format
+rle) interleaved with the same native ``segment`` jobs (``Prefer: wait``): the p50 difference is the compat call's
+overhead; (c2) ``--roboflow-calls`` (default 64) such calls at once, ``--roboflow-rounds`` times (default 3), each
+with its own prompt, while one client polls ``GET /v1/jobs/{id}`` every 20 ms. Targets: every call answers 200, and
+the polls' p99 ≤ 100 ms (next to the same poll's p50/p99 with nothing else running).
+
 Weights: the real SAM2.1 architecture, and a shrunk SAM3 (a few layers of 32–64 channels), are built with seeded
 random weights (``SAMQ_RANDOM_WEIGHTS=1``) because no checkpoint can be downloaded here; speed is the
 architecture's, masks are meaningless.
@@ -63,16 +70,18 @@ architecture's, masks are meaningless.
     .venv/bin/python -m bench --only concept --no-memory   # concept timings without the 4000×3000 jobs
     .venv/bin/python -m bench --only video             # SAM2 video: flat memory and speed (minutes)
     .venv/bin/python -m bench --only bulk              # a batch of 64 against 64 separate jobs, 3 repeats
+    .venv/bin/python -m bench --only roboflow          # compat call overhead; 64 blocking calls at once
 
-Flags: ``--only {segment,concept,video,bulk}`` (default: all four sections), ``--concept-repeats N`` (default 5),
+Flags: ``--only {segment,concept,video,bulk,roboflow}`` (default: all five sections), ``--concept-repeats N`` (default 5),
 ``--concept-phrases N,M`` (default 1,3; at most 8), ``--memory-image WxH`` (default 4000x3000),
 ``--memory-phrases N`` (default 8), ``--no-memory``; ``--video-image-size`` (default 256), ``--video-short-frames``
 (default 60), ``--video-long-frames`` (default 600), ``--video-repeats`` (default 5); ``--bulk-n`` (default 64),
-``--bulk-repeats`` (default 3); ``--image-size``, ``--model`` (SAM2 only), ``--repeats`` (segment section), ``--json
-PATH`` (the concept, video and bulk numbers under ``"concept"``, ``"video"`` and ``"bulk"``), ``--keep``.
+``--bulk-repeats`` (default 3); ``--roboflow-calls`` (default 64), ``--roboflow-rounds`` (default 3); ``--image-size``, ``--model`` (SAM2 only), ``--repeats`` (segment section), ``--json
+PATH`` (the concept, video, bulk and roboflow numbers under ``"concept"``, ``"video"``, ``"bulk"`` and
+``"roboflow"``), ``--keep``.
 
 Layout: :mod:`bench.segment`, :mod:`bench.concept` (with :mod:`bench.concept_memory`), :mod:`bench.video` (with
-:mod:`bench.video_child`, the measured process) and :mod:`bench.bulk`, one per section; :mod:`bench.jobs` (images,
+:mod:`bench.video_child`, the measured process), :mod:`bench.bulk` and :mod:`bench.roboflow`, one per section; :mod:`bench.jobs` (images,
 uploads, concept jobs), :mod:`bench.memory` (peak RSS), :mod:`bench.report` (percentiles, verdicts, the machine) and
 :mod:`bench.stacks` (the test suite's :class:`tests.support.stack.Stack`, set up for timing). Run it from the
 repository root.

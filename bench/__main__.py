@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +21,7 @@ from bench.concept import ConceptOptions, measure_concept
 from bench.concept_memory import MEMORY_H, MEMORY_W, MemoryTest
 from bench.jobs import PHRASES
 from bench.report import hardware, print_title
+from bench.roboflow import RoboflowOptions, measure_roboflow
 from bench.segment import SegmentOptions, measure_segment
 from bench.stacks import DEFAULT_IMAGE_SIZE, log_tail, running_stack, start_worker
 from bench.video import VideoOptions, measure_video
@@ -27,7 +29,7 @@ from bench.video_child import VideoRun, video_child
 from tasks.batch_specs import MAX_BATCH_ITEMS_INLINE
 from tasks.names import Queue
 
-SECTIONS = ("segment", "concept", "video", "bulk")
+SECTIONS = ("segment", "concept", "video", "bulk", "roboflow")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Plan:
     concept: ConceptOptions | None
     video: VideoOptions | None
     bulk: BulkOptions | None
+    roboflow: RoboflowOptions | None
     json: Path | None
     keep: bool
 
@@ -55,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
         "--only",
         choices=SECTIONS,
         default=None,
-        help="run one section: segment ((a) and (b)), concept (SAM3), video (SAM2 tracking) or bulk (batch vs jobs)",
+        help="run one section: segment ((a) and (b)), concept (SAM3), video (SAM2 tracking), bulk (batch vs jobs) "
+        "or roboflow (compat calls: overhead and 64 at once)",
     )
     add("--concept-repeats", type=int, default=5, help="fresh images per phrase count in the concept timings")
     add(
@@ -83,14 +87,18 @@ def parser() -> argparse.ArgumentParser:
         help=f"images per bulk measure (default {BULK_N}; 2..{MAX_BATCH_ITEMS_INLINE})",
     )
     add("--bulk-repeats", type=int, default=BULK_REPEATS, help=f"runs of each bulk measure (default {BULK_REPEATS})")
+    add("--roboflow-calls", type=int, default=64, help="compat calls at once in (c2) (default 64)")
+    add("--roboflow-rounds", type=int, default=3, help="rounds of (c2) (default 3)")
     add("--video-child", default=None, help=argparse.SUPPRESS)  # internal: one measured process
     return parser
 
 
 def plan(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> Plan:
     """The validated flags; ``fail`` is ``parser.error`` (exits with the usage and a message)."""
-    if min(args.repeats, args.concept_repeats, args.video_repeats, args.bulk_repeats) < 1:
-        fail("--repeats, --concept-repeats, --video-repeats and --bulk-repeats must be at least 1")
+    if min(args.repeats, args.concept_repeats, args.video_repeats, args.bulk_repeats, args.roboflow_rounds) < 1:
+        fail("--repeats, --concept-repeats, --video-repeats, --bulk-repeats and --roboflow-rounds must be at least 1")
+    if args.roboflow_calls < 1:
+        fail("--roboflow-calls must be at least 1")
     if not 2 <= args.bulk_n <= MAX_BATCH_ITEMS_INLINE:
         fail(f"--bulk-n must be within 2..{MAX_BATCH_ITEMS_INLINE} (the items a batch request lists)")
     if min(args.video_short_frames, args.video_long_frames) < 2:
@@ -120,19 +128,24 @@ def plan(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> Plan:
         if "video" in chosen
         else None,
         bulk=BulkOptions(args.model, size, args.bulk_n, args.bulk_repeats) if "bulk" in chosen else None,
+        roboflow=RoboflowOptions(args.model, args.repeats, args.roboflow_calls, args.roboflow_rounds)
+        if "roboflow" in chosen
+        else None,
         json=args.json,
         keep=args.keep,
     )
 
 
 def run(plan: Plan, workdir: Path) -> None:
-    """The selected sections in order; the segment and concept sections share one stack, which lives to the end."""
-    several = sum(options is not None for options in (plan.segment, plan.concept, plan.video, plan.bulk)) > 1
+    """The selected sections in order; the segment, concept and roboflow sections share one stack, which lives to
+    the end."""
     with ExitStack() as running:
         stack = None
-        if plan.segment is not None or plan.concept is not None:
-            stack = running.enter_context(running_stack(workdir, plan.image_size))
-            if plan.segment is not None:
+        if plan.segment is not None or plan.concept is not None or plan.roboflow is not None:
+            # The Roboflow section's many clients share one tenant: its rate limit must not be what is measured.
+            unlimited = {"SAMQ_API_RATE_PER_SECOND": "100000", "SAMQ_API_RATE_BURST": "100000"}
+            stack = running.enter_context(running_stack(workdir, plan.image_size, unlimited))
+            if plan.segment is not None or plan.roboflow is not None:
                 start_worker(stack, [Queue.INTERACTIVE])
         hw = hardware()
         raw: dict[str, Any] = {}
@@ -141,18 +154,19 @@ def run(plan: Plan, workdir: Path) -> None:
         else:
             print_title(hw)
             raw["hardware"] = hw
+        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = []
         if plan.concept is not None and stack is not None:
-            if plan.segment is not None:
-                print()
-            raw["concept"] = measure_concept(plan.concept, stack, hw)
+            steps.append(("concept", partial(measure_concept, plan.concept, stack, hw)))
+        if plan.roboflow is not None and stack is not None:
+            steps.append(("roboflow", partial(measure_roboflow, plan.roboflow, stack, hw)))
         if plan.video is not None:
-            if several:
-                print()
-            raw["video"] = measure_video(plan.video, workdir / "video", hw)
+            steps.append(("video", partial(measure_video, plan.video, workdir / "video", hw)))
         if plan.bulk is not None:
-            if several:
+            steps.append(("bulk", partial(measure_bulk, plan.bulk, workdir / "bulk", hw)))
+        for index, (name, measure) in enumerate(steps):
+            if index or plan.segment is not None:
                 print()
-            raw["bulk"] = measure_bulk(plan.bulk, workdir / "bulk", hw)
+            raw[name] = measure()
         if plan.json is not None:
             plan.json.write_text(json.dumps(raw, indent=2))
             print(f"raw numbers: {plan.json}")
