@@ -158,7 +158,7 @@ def _run(body: dict[str, Any]) -> Job:
     """Admit the native job of a call (or join the same call's job still in flight), wait for it, and return it
     succeeded; any other end becomes the call's error."""
     svc = services()
-    spec = parse_spec(body)
+    spec = parse_spec(body | {"metadata": {"roboflow_route": request.path}})  # which call made it, in /v1/jobs
     if not svc.roboflow_waiters.acquire(blocking=False):
         raise ApiError(
             503,
