@@ -62,7 +62,7 @@ def test_non_json_body_is_415(local_stack: Stack) -> None:
     [
         (segment(good_image(), colour="red"), "colour"),
         (segment(good_image(), model="sam9_giant"), "model"),
-        (segment(good_image(), prompts=[]), "prompts"),
+        (segment(good_image(), prompts=[{"points": [{"x": 1, "y": 1}]}] * 65), "prompts"),
         (segment(good_image(), prompts=[{"points": [{"x": -1, "y": 5}]}]), "prompts.0.points.0.x"),
         (segment(good_image(), prompts=[{"box": {"x0": 50, "y0": 5, "x1": 10, "y1": 9}}]), "prompts.0.box"),
         (segment(good_image(), prompts=[{}]), "prompts.0"),

@@ -152,7 +152,8 @@ def test_a_bad_manifest_line_fails_the_batch_naming_the_line(local_stack: Stack)
 def test_listed_items_are_checked_at_submit(local_stack: Stack) -> None:
     client = local_stack.client
     upload = client.upload(image(0), "image/png")["id"]
-    no_prompts = {"type": "batch", "template": {"type": "segment"}, "inputs": {"items": [{"upload": upload}]}}
+    # a segment item without prompts segments its most prominent object; a concept item needs a phrase or a box
+    no_prompts = {"type": "batch", "template": {"type": "concept"}, "inputs": {"items": [{"upload": upload}]}}
     with pytest.raises(ClientError) as missing:
         client.submit(no_prompts)
     assert missing.value.status == 422
