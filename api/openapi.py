@@ -82,6 +82,8 @@ class Answer:
     body: str | Schema | None = None
     media_type: str = JSON
     headers: tuple[str, ...] = ()
+    alternatives: tuple[tuple[str, str | Schema], ...] = ()
+    """Other media types the same status may carry, with their bodies."""
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,13 @@ ROUTES: tuple[Route, ...] = (
             operation_id,
             summary,
             "roboflow",
-            {200: Answer("Roboflow's response body", response)},
+            {
+                200: Answer(
+                    "Roboflow's response body (segment routes with format binary: its NPZ of float logits)",
+                    response,
+                    alternatives=(("application/octet-stream", BINARY),) if "Segmentation" in response else (),
+                )
+            },
             errors=(400, 409, 410, 413, 415, 422, 500, 502, 504),
             parameters=({"name": "api_key", "in": "query", "required": False, "schema": {"type": "string"}},),
             body={JSON: request},
@@ -402,7 +410,8 @@ def _response(answer: Answer) -> dict[str, Any]:
     if answer.headers:
         response["headers"] = {name: {**HEADERS[name], "required": True} for name in answer.headers}
     if answer.body is not None:
-        response["content"] = {answer.media_type: {"schema": _schema(answer.body)}}
+        bodies = ((answer.media_type, answer.body), *answer.alternatives)
+        response["content"] = {media_type: {"schema": _schema(body)} for media_type, body in bodies}
     return response
 
 

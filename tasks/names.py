@@ -33,6 +33,9 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi"})
 """What a batch takes from an S3 prefix or a local folder (``samq batch``), by file name."""
 RESULT_DOCUMENT = "result.json"
 """The name of every job's result document (``GET /v1/jobs/{id}/result``), batch items' included."""
+MASK_LOGITS = "logits.npz"
+"""A segment job's output format ``logits``: ``masks`` (N×H×W float32 logits at image size; the mask is ``> 0``)
+and ``low_res_masks`` (N×r×r), the names of Roboflow's ``binary`` format."""
 
 
 def queue_for(job_type: str, model: str) -> Queue:

@@ -125,11 +125,13 @@ class Prompt(Spec):
         return self
 
 
-MaskFormat = Literal["rle", "polygon", "png"]
+MaskFormat = Literal["rle", "polygon", "png", "logits"]
+"""``logits`` (segment jobs only): one file, ``logits.npz``, of the masks' float logits at image size (``masks``,
+the mask is ``> 0``) and at the model's low resolution (``low_res_masks``): Roboflow's ``binary`` format."""
 
 
 class OutputOptions(Spec):
-    formats: Annotated[list[MaskFormat], Field(default_factory=lambda: ["rle"], min_length=1, max_length=3)]
+    formats: Annotated[list[MaskFormat], Field(default_factory=lambda: ["rle"], min_length=1, max_length=4)]
 
     @field_validator("formats")
     @classmethod
@@ -268,6 +270,13 @@ class ConceptTemplate(Spec):
     nms_iou: Annotated[float, Field(gt=0, le=1)] | None = None
     """Drop an instance whose mask overlaps a better-scoring one (any prompt) by more than this IoU."""
     output: Annotated[OutputOptions, Field(default_factory=OutputOptions)]
+
+    @field_validator("output")
+    @classmethod
+    def _no_logits(cls, output: OutputOptions) -> OutputOptions:
+        if "logits" in output.formats:
+            raise ValueError("logits are written for segment jobs only; use rle, polygon or png")
+        return output
 
 
 class ConceptSpec(ConceptTemplate, JobFields):

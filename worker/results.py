@@ -20,6 +20,7 @@ class InstanceMasks:
       the stock 1024 models), to feed back as a prompt's ``mask_input``.
     - ``prompt_index``: (N,) int64, the index of the prompt that produced each mask (repeated when a prompt
       returns all of its candidate masks).
+    - ``logits``: (N, H, W) float32, the logits ``masks`` are ``> 0`` of, when they were asked for (else None).
     """
 
     masks: npt.NDArray[np.bool_]
@@ -27,6 +28,7 @@ class InstanceMasks:
     boxes: npt.NDArray[np.float32]
     low_res_logits: npt.NDArray[np.float32]
     prompt_index: npt.NDArray[np.int64]
+    logits: npt.NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         expect_shape(self.masks, "masks", np.bool_, 3)
@@ -37,6 +39,8 @@ class InstanceMasks:
         if self.low_res_logits.shape[0] != count or self.low_res_logits.shape[1] != self.low_res_logits.shape[2]:
             raise ValueError(f"low_res_logits must be ({count}, r, r), got {self.low_res_logits.shape}")
         expect_shape(self.prompt_index, "prompt_index", np.int64, 1, (count,))
+        if self.logits is not None:
+            expect_shape(self.logits, "logits", np.float32, 3, self.masks.shape)
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])

@@ -28,6 +28,9 @@ SAM3_MODEL_IDS = ("sam3/sam3_final", "sam3/sam3_interactive")
 """One SAM3 checkpoint serves both: the concept model and the interactive (tracker) model."""
 DATA_URL = re.compile(r"^data:[^,]{0,100};base64,")
 MaskFormat = Literal["json", "polygon", "rle"]
+SegmentFormat = Literal["json", "polygon", "rle", "binary"]
+"""``binary``: Roboflow's NPZ of float logits (``masks`` at image size, ``low_res_masks``), as
+``application/octet-stream``."""
 
 
 class Lenient(BaseModel):
@@ -112,7 +115,7 @@ class Sam2Request(ImageRequest):
     sam2_version_id: str | None = None
     prompts: list[Sam2Prompt] = []
     multimask_output: bool = True
-    format: MaskFormat = "json"
+    format: SegmentFormat = "json"
     save_logits_to_cache: bool = False
     load_logits_from_cache: bool = False
 
@@ -124,13 +127,6 @@ class Sam2Request(ImageRequest):
             return []
         if isinstance(value, dict):
             return value.get("prompts") or [] if set(value) <= {"prompts"} else [value]
-        return value
-
-    @field_validator("format", mode="before")
-    @classmethod
-    def _format(cls, value: Any) -> Any:
-        if value == "binary":
-            raise ValueError("format 'binary' (an NPZ of float logits) is not served here: use rle (exact) or json")
         return value
 
     def sam2_model(self, default: str) -> ModelId:
@@ -202,8 +198,8 @@ class ConceptRequest(ImageRequest):
     format: MaskFormat = "polygon"
 
 
-def native_formats(mask_format: MaskFormat) -> list[str]:
-    return ["rle"] if mask_format == "rle" else ["polygon"]
+def native_formats(mask_format: SegmentFormat) -> list[str]:
+    return {"rle": ["rle"], "binary": ["logits"]}.get(mask_format, ["polygon"])
 
 
 def segment_body(

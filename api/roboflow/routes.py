@@ -32,6 +32,7 @@ from api.roboflow.requests import (
 from api.roboflow.responses import concept_response, embed_response, segment_response
 from storage.base import ObjectNotFoundError
 from tasks.jobs import Job, JobStatus
+from tasks.names import MASK_LOGITS
 from tasks.specs import MAX_DETECTIONS, SHA256_HEX, ModelId
 
 bp = Blueprint(ROBOFLOW_BLUEPRINT, __name__)
@@ -136,6 +137,8 @@ def _segment(call: Sam2Request, model: ModelId, started: float) -> Response:
         svc.roboflow.remember_image(tenant(), model.value, call.image_id, _summary(job)["image_id"])
     if call.save_logits_to_cache and prompts:
         svc.roboflow.save_logits(tenant(), model.value, image_key, prompts, job.id)
+    if call.format == "binary":  # Roboflow's NPZ, written by the job (output format "logits")
+        return Response(_file(job, MASK_LOGITS), mimetype="application/octet-stream")
     return jsonify(segment_response(_document(job), call.format, _since(started)))
 
 
@@ -192,12 +195,17 @@ def _run(body: dict[str, Any]) -> Job:
 
 def _document(job: Job) -> dict[str, Any]:
     assert job.result is not None
-    document = next(f for f in job.result.files if f.name == job.result.document)
+    loaded: dict[str, Any] = json.loads(_file(job, job.result.document))
+    return loaded
+
+
+def _file(job: Job, name: str) -> bytes:
+    assert job.result is not None
+    stored = next(f for f in job.result.files if f.name == name)
     try:
-        loaded: dict[str, Any] = json.loads(services().objects.get(document.key))
+        return services().objects.get(stored.key)
     except ObjectNotFoundError as e:
         raise ApiError(410, "result_expired", f"the result of job {job.id} is no longer stored") from e
-    return loaded
 
 
 def _summary(job: Job) -> dict[str, Any]:

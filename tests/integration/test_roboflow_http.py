@@ -4,9 +4,11 @@ wait or find every waiting slot taken."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import numpy as np
@@ -97,6 +99,34 @@ def test_an_unprompted_segment_is_the_most_prominent_mask(tenant_stack: Stack) -
     answer = call(tenant_stack, "/sam2/segment_image", body | {"format": "rle"})
     [(mask, score)] = reference_predictions(pixels, [{}])
     assert answer["predictions"] == [{"masks": rle(mask), "confidence": score, "format": "rle"}]
+
+
+def test_binary_is_roboflows_npz_of_float_logits(tenant_stack: Stack) -> None:
+    pixels = scene(seed=14)
+    prompts = [
+        {"points": [{"x": 120, "y": 118, "positive": True}]},
+        {"box": {"x": 263, "y": 58, "width": 56, "height": 46}},
+    ]
+    body = {"image": {"type": "base64", "value": b64(png_bytes(pixels))}, "sam2_version_id": "hiera_tiny"}
+    request = urllib.request.Request(
+        f"{tenant_stack.api_url}/sam2/segment_image?api_key={KEY}",
+        data=json.dumps(body | {"prompts": prompts, "format": "binary"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        assert response.headers["Content-Type"] == "application/octet-stream"
+        npz = np.load(io.BytesIO(response.read()))
+    masks, low_res = npz["masks"], npz["low_res_masks"]
+    assert masks.shape == (2, *pixels.shape[:2]) and masks.dtype == np.float32
+    assert low_res.shape[0] == 2 and low_res.dtype == np.float32
+
+    answer = call(tenant_stack, "/sam2/segment_image", body | {"prompts": prompts, "format": "rle"})
+    for mask, prediction in zip(masks, answer["predictions"], strict=True):  # thresholded at 0: the same masks
+        assert rle(mask > 0) == prediction["masks"]
+    [job] = newest_jobs(tenant_stack, 1)
+    stored = next(f for f in job["result"]["files"] if f["name"] == "low_res_logits.npy")
+    with urllib.request.urlopen(stored["url"], timeout=30) as response:
+        assert np.array_equal(np.load(io.BytesIO(response.read())), low_res)
 
 
 def test_a_call_outliving_its_wait_names_its_job_which_still_completes(waiting_stack: Stack) -> None:

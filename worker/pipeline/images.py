@@ -84,7 +84,8 @@ def run_segment(
     prompts = [_visual_prompt(p, job, rt.objects, runner.low_res_size) for p in spec.prompts] or [VisualPrompt()]
     checkpoint()
     decode_started = time.perf_counter()
-    masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks)
+    formats = spec.output.formats
+    masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks, "logits" in formats)
     decode_ms = (time.perf_counter() - decode_started) * 1000
     checkpoint()
     result = write_segment_result(

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tasks.jobs import Job, JobResult, ResultFile
-from tasks.names import RESULT_DOCUMENT
+from tasks.names import MASK_LOGITS, RESULT_DOCUMENT
 from tasks.specs import ConceptSpec, MaskFormat, SegmentSpec
 from worker.encoders import encode_png, encode_polygons, encode_rle
 from worker.pipeline.objects import JobObjects
@@ -46,6 +46,10 @@ def write_segment_result(
         logits = io.BytesIO()
         np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
         files.append(objects.write(job, LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
+    if masks.logits is not None:  # output format "logits": Roboflow's NPZ, its names
+        npz = io.BytesIO()
+        np.savez_compressed(npz, masks=masks.logits, low_res_masks=masks.low_res_logits.astype(np.float32))
+        files.append(objects.write(job, MASK_LOGITS, npz.getvalue(), "application/octet-stream"))
     files.append(_write_json(objects, job, _document(image_hw, image_id, instances)))
     summary: dict[str, Any] = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
     if labels:

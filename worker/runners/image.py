@@ -181,5 +181,10 @@ class ImageRunner(Encoder[ImageEmbedding], Protocol):
     def low_res_size(self) -> int: ...
 
     def predict(
-        self, embedding: ImageEmbedding, prompts: list[VisualPrompt], multimask_output: bool, return_all_masks: bool
+        self,
+        embedding: ImageEmbedding,
+        prompts: list[VisualPrompt],
+        multimask_output: bool,
+        return_all_masks: bool,
+        return_logits: bool = False,
     ) -> InstanceMasks: ...

@@ -108,12 +108,13 @@ class Sam2ImageRunner:
         prompts: Sequence[VisualPrompt],
         multimask_output: bool = True,
         return_all_masks: bool = False,
+        return_logits: bool = False,
     ) -> InstanceMasks:
         """Decode each prompt against ``embedding``: its best mask by predicted IoU, or all of its masks.
 
         With ``multimask_output`` each prompt yields 3 candidates (else 1); ``return_all_masks`` keeps them all,
-        in the model's order, with ``prompt_index`` repeated. Raises :class:`PromptOutOfBoundsError` for a point
-        or box outside the image.
+        in the model's order, with ``prompt_index`` repeated; ``return_logits`` keeps the masks' float logits too.
+        Raises :class:`PromptOutOfBoundsError` for a point or box outside the image.
         """
         if not prompts:
             raise ValueError("at least one prompt is needed")
@@ -121,6 +122,7 @@ class Sam2ImageRunner:
         for index, prompt in enumerate(prompts):
             check_prompt(index, prompt, height, width, self.low_res_size)
         masks: list[npt.NDArray[np.bool_]] = []
+        mask_logits: list[npt.NDArray[np.float32]] = []
         scores: list[npt.NDArray[np.float32]] = []
         logits: list[npt.NDArray[np.float32]] = []
         prompt_index: list[int] = []
@@ -134,11 +136,15 @@ class Sam2ImageRunner:
                         box=prompt.box,
                         mask_input=prompt.mask_input,
                         multimask_output=multimask_output,
-                        return_logits=False,
+                        return_logits=return_logits,
                         normalize_coords=True,
                     )
                     chosen = np.arange(len(prompt_scores)) if return_all_masks else np.array([np.argmax(prompt_scores)])
-                    masks.append(prompt_masks[chosen].astype(bool))
+                    if return_logits:  # the predictor's own binarization, done here on the logits it returned
+                        mask_logits.append(prompt_masks[chosen].astype(np.float32))
+                        masks.append(mask_logits[-1] > self._predictor.mask_threshold)
+                    else:
+                        masks.append(prompt_masks[chosen].astype(bool))
                     scores.append(prompt_scores[chosen].astype(np.float32))
                     logits.append(prompt_logits[chosen].astype(np.float32))
                     prompt_index += [index] * len(chosen)
@@ -151,6 +157,7 @@ class Sam2ImageRunner:
             boxes=boxes_from_masks(all_masks),
             low_res_logits=np.concatenate(logits),
             prompt_index=np.asarray(prompt_index, dtype=np.int64),
+            logits=np.concatenate(mask_logits) if return_logits else None,
         )
 
     def _restore(self, embedding: ImageEmbedding) -> None:

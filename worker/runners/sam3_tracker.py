@@ -103,6 +103,7 @@ class Sam3TrackerRunner:
         prompts: Sequence[VisualPrompt],
         multimask_output: bool = True,
         return_all_masks: bool = False,
+        return_logits: bool = False,
     ) -> InstanceMasks:
         """Decode each prompt against ``embedding``: its best mask by predicted IoU, or all of its masks.
 
@@ -116,6 +117,7 @@ class Sam3TrackerRunner:
             check_prompt(index, prompt, height, width, self.low_res_size)
         maps = self._restore(embedding)
         masks: list[npt.NDArray[np.bool_]] = []
+        mask_logits: list[npt.NDArray[np.float32]] = []
         scores: list[npt.NDArray[np.float32]] = []
         logits: list[npt.NDArray[np.float32]] = []
         prompt_index: list[int] = []
@@ -124,8 +126,14 @@ class Sam3TrackerRunner:
                 out = self._decode(maps, prompt, multimask_output, height, width)
                 prompt_scores = out.iou_scores[0, 0].float().cpu().numpy()
                 chosen = np.arange(len(prompt_scores)) if return_all_masks else np.array([np.argmax(prompt_scores)])
-                upsampled = self._processor.post_process_masks(out.pred_masks, [[height, width]])[0][0]
-                masks.append(upsampled.cpu().numpy()[chosen].astype(bool))
+                upsampled = self._processor.post_process_masks(
+                    out.pred_masks, [[height, width]], binarize=not return_logits
+                )[0][0]
+                if return_logits:  # the processor's own binarization (> 0), done here on the logits
+                    mask_logits.append(upsampled.float().cpu().numpy()[chosen])
+                    masks.append(mask_logits[-1] > 0.0)
+                else:
+                    masks.append(upsampled.cpu().numpy()[chosen].astype(bool))
                 scores.append(prompt_scores[chosen].astype(np.float32))
                 logits.append(out.pred_masks[0, 0].float().cpu().numpy()[chosen])
                 prompt_index += [index] * len(chosen)
@@ -136,6 +144,7 @@ class Sam3TrackerRunner:
             boxes=boxes_from_masks(all_masks),
             low_res_logits=np.concatenate(logits),
             prompt_index=np.asarray(prompt_index, dtype=np.int64),
+            logits=np.concatenate(mask_logits) if return_logits else None,
         )
 
     def _decode(

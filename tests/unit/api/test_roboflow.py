@@ -70,6 +70,9 @@ def test_a_centre_box_becomes_exact_corners_and_billing_fields_are_ignored() -> 
     assert box is not None and (box.x0, box.y0, box.x1, box.y1) == (80.0, 39.75, 121.0, 60.25)
     assert spec.prompts[0].mask_input is not None and spec.prompts[0].mask_input.index == 2
     assert (spec.model, spec.multimask_output, spec.output.formats) == (ModelId.SAM2_1_LARGE, False, ["rle"])
+    binary = call.model_copy(update={"format": "binary"})
+    spec = JOB.validate_python(segment_body(binary, ModelId.SAM2_1_LARGE, binary.image.media(), [None]))  # type: ignore[union-attr]
+    assert isinstance(spec, SegmentSpec) and spec.output.formats == ["logits"]  # the NPZ, written by the job
 
 
 @pytest.mark.parametrize(
@@ -78,7 +81,7 @@ def test_a_centre_box_becomes_exact_corners_and_billing_fields_are_ignored() -> 
         ({"image": {"type": "numpy", "value": "x"}}, "image.type"),
         ({"image": IMAGE, "prompts": [{"box": {"x": 1, "y": 1, "width": -2, "height": 3}}]}, "prompts.0.box.width"),
         ({"image": IMAGE, "prompts": [{"points": [{"x": "left", "y": 1}]}]}, "prompts.0.points.0.x"),
-        ({"image": IMAGE, "format": "binary"}, "format"),
+        ({"image": IMAGE, "format": "tiff"}, "format"),
         ({"image": IMAGE, "multimask_output": "maybe"}, "multimask_output"),
     ],
 )
@@ -126,6 +129,8 @@ def test_concept_prompts_take_both_box_forms_and_labels() -> None:
     assert spec.prompts[0].text == "dog" and spec.prompts[0].threshold == 0.3
     boxes = [(b.x0, b.y0, b.x1, b.y1, b.positive) for b in spec.prompts[1].boxes]
     assert boxes == [(10, 20, 40, 60, True), (1, 2, 3, 4, False)]
+    with pytest.raises(ValidationError, match="format"):  # Roboflow's answers no masks for binary here
+        ConceptRequest.model_validate({"image": IMAGE, "prompts": [{"text": "a"}], "format": "binary"})
     with pytest.raises(ValidationError, match="box_labels must match"):
         ConceptRequest.model_validate({"image": IMAGE, "prompts": [{"boxes": [[1, 2, 3, 4]], "box_labels": [1, 1]}]})
 

@@ -40,6 +40,10 @@ def test_the_type_selects_the_model_and_defaults_apply() -> None:
         (segment(extra=1), "extra"),
         (segment(model="sam2.1_hiera_huge"), "model"),
         (segment(prompts=[{"points": [], "label": ""}]), "prompts.0.label"),
+        (
+            {"type": "concept", "image": IMAGE, "prompts": [{"text": "a"}], "output": {"formats": ["logits"]}},
+            "output",
+        ),
         (segment(prompts=[{"box": {"x0": 0, "y0": 0, "x1": 5, "y1": 9}, "detection_confidence": 1.5}]), "prompts.0"),
         (segment(prompts=[{"points": [{"x": 1, "y": 2}]}] * (MAX_PROMPTS_PER_JOB + 1)), "prompts"),
         (segment(prompts=[{"points": []}]), "prompts.0"),

@@ -196,6 +196,27 @@ def test_no_prompt_is_the_reference_predictor_called_with_no_prompt(
     )
 
 
+def test_logits_are_the_reference_predictors_own(
+    runner: Sam2ImageRunner, embedding: ImageEmbedding, reference: Any
+) -> None:
+    """Output format ``logits`` (Roboflow's binary): the float masks Meta's predictor returns with
+    ``return_logits=True``; the boolean masks stay those of the plain call."""
+    result = runner.predict(embedding, PROMPTS, True, False, return_logits=True)
+    plain = runner.predict(embedding, PROMPTS, True, False)
+    assert plain.logits is None and result.logits is not None
+    assert result.logits.shape == result.masks.shape and result.logits.dtype == np.float32
+    assert np.array_equal(result.masks, plain.masks)
+    for i, prompt in enumerate(PROMPTS):
+        masks, scores, _ = reference.predict(
+            point_coords=prompt.point_coords,
+            point_labels=prompt.point_labels,
+            box=prompt.box,
+            multimask_output=True,
+            return_logits=True,
+        )
+        assert np.array_equal(result.logits[i], masks[int(np.argmax(scores))])
+
+
 def test_embedding_bytes_round_trip_predicts_identically(runner: Sam2ImageRunner, embedding: ImageEmbedding) -> None:
     restored = ImageEmbedding.from_bytes(embedding.to_bytes(), "cpu")
     assert restored.orig_hw == embedding.orig_hw

@@ -95,6 +95,27 @@ def test_tracker_equals_the_direct_transformers_call(
     assert not result.masks.all()
 
 
+def test_tracker_logits_are_the_processors_unbinarized_masks(
+    tracker: Sam3TrackerRunner, tracker_embedding: ImageEmbedding, reference_tracker: Any
+) -> None:
+    model, processor = reference_tracker
+    result = tracker.predict(tracker_embedding, PROMPTS, True, False, return_logits=True)
+    assert result.logits is not None
+    assert np.array_equal(result.masks, tracker.predict(tracker_embedding, PROMPTS, True, False).masks)
+    for i, prompt in enumerate(PROMPTS):
+        inputs = processor(
+            images=IMAGE,
+            input_points=None if prompt.point_coords is None else [[prompt.point_coords.tolist()]],
+            input_labels=None if prompt.point_labels is None else [[prompt.point_labels.tolist()]],
+            input_boxes=None if prompt.box is None else [[prompt.box.tolist()]],
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            outputs = model(**inputs, multimask_output=True)
+        logits = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"], binarize=False)[0][0]
+        assert np.array_equal(result.logits[i], logits.numpy()[int(np.argmax(outputs.iou_scores[0, 0].numpy()))])
+
+
 def test_tracker_return_all_masks_and_mask_input_refinement(
     tracker: Sam3TrackerRunner, tracker_embedding: ImageEmbedding, reference_tracker: Any
 ) -> None:
