@@ -107,7 +107,12 @@ class NoEncoder:
         raise AssertionError("the model must not run")
 
     def predict(
-        self, embedding: ImageEmbedding, prompts: list[VisualPrompt], multimask_output: bool, return_all_masks: bool
+        self,
+        embedding: ImageEmbedding,
+        prompts: list[VisualPrompt],
+        multimask_output: bool,
+        return_all_masks: bool,
+        return_logits: bool = False,
     ) -> InstanceMasks:
         raise AssertionError("the model must not run")
 
