@@ -26,13 +26,13 @@ class Dispatcher:
     app: Celery
     settings: QueueSettings
 
-    def enqueue(self, job: Job, countdown: float | None = None) -> None:
-        """Send ``job``'s message to its queue; ``track`` jobs carry their own (longer) time limits."""
+    def enqueue(self, job: Job) -> None:
+        """Send ``job``'s message to its queue; ``track`` jobs carry their own (longer) time limits. Never with a
+        countdown: a delayed message would wait in one worker's hands (``tasks.retries`` holds delays instead)."""
         self.app.send_task(
             RUN_JOB_TASK,
             kwargs={"job_id": job.id},
             queue=queue_for(job.type, job.model).value,
-            countdown=countdown,
             **self._limits(job.type == "track"),
         )
 

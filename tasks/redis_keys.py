@@ -13,6 +13,8 @@ PREFIX = "samq"
 
 LEASES = f"{PREFIX}:leases"
 """Sorted set: running job id → lease expiry (unix seconds). A lapsed lease means a dead worker."""
+RETRIES = f"{PREFIX}:retries"
+"""Sorted set: queued job id → when its next attempt is due (a transient failure's backoff; ``tasks.retries``)."""
 ENTERED = f"{PREFIX}:stats:entered"
 """Hash: status → how many jobs entered it (the ``samq_jobs`` counter)."""
 

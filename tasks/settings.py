@@ -40,6 +40,9 @@ class QueueSettings(BaseSettings):
     image header before any allocation; the API refuses an upload over it at submit."""
     retry_backoff_seconds: float = 2.0
     """Base delay before a transient failure is retried (doubles per attempt)."""
+    retry_claim_seconds: float = Field(default=300.0, gt=0)
+    """A due retry whose message was sent but whose attempt has not started after this long is sent again (the
+    message was lost with a worker); a second message for one attempt is harmless."""
     allow_private_urls: str = ""
     """Comma-separated CIDRs exempt from the SSRF guard (trusted internal networks); empty by default."""
     webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"

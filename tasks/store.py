@@ -7,8 +7,6 @@ every write from a worker names its attempt, so a stale (zombie) attempt is fenc
 
 from __future__ import annotations
 
-import base64
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +15,9 @@ from typing import cast
 import redis
 from redis.client import Pipeline
 
+from tasks.cursors import decode_cursor, encode_cursor
 from tasks.errors import (
     IdempotencyKeyReusedError,
-    InvalidCursorError,
     JobNotCancelableError,
     QuotaExceededError,
     SamqError,
@@ -36,6 +34,7 @@ from tasks.redis_keys import (
     index_key,
     job_key,
 )
+from tasks.retries import RetrySchedule
 from tasks.settings import QueueSettings
 from tasks.specs import WebhookEvent
 from tasks.stats import count_status
@@ -85,6 +84,7 @@ class JobStore:
         self._settings = settings
         self._create = client.register_script(_CREATE)
         self.outbox = Outbox(client, settings)
+        self.retries = RetrySchedule(client, settings.retry_claim_seconds)
 
     # ---- API side -------------------------------------------------------------------------------------------
 
@@ -146,7 +146,7 @@ class JobStore:
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """Newest first. ``cursor`` is opaque (from a previous page's ``next_cursor``)."""
-        upper = f"({_decode_cursor(cursor)}" if cursor else "+inf"
+        upper = f"({decode_cursor(cursor)}" if cursor else "+inf"
         found: list[Job] = []
         scanned = 0
         while len(found) < limit and scanned < limit * 20:
@@ -166,7 +166,7 @@ class JobStore:
                     found.append(job)
                     if len(found) == limit:
                         break
-        return found, _encode_cursor(upper[1:])
+        return found, encode_cursor(upper[1:])
 
     def request_cancel(self, job_id: str, tenant: str) -> Job | None:
         """Queued → canceled at once; running → flagged, the worker stops at its next checkpoint.
@@ -305,8 +305,9 @@ class JobStore:
 
         return self._update(job_id, canceled) is not None
 
-    def requeue(self, job_id: str, attempt: int, error: SamqError) -> bool:
-        """Running → queued after a transient failure (the caller re-sends the message); keeps the error."""
+    def requeue(self, job_id: str, attempt: int, error: SamqError, delay: float) -> bool:
+        """Running → queued after a transient failure, keeping the error; its next attempt is due ``delay`` seconds
+        from now (``tasks.retries``: the housekeeping pass sends it)."""
 
         def back(job: Job) -> bool:
             if not _owns(job, attempt):
@@ -315,7 +316,7 @@ class JobStore:
             job.status, job.error = JobStatus.QUEUED, _job_error(error)
             return True
 
-        return self._update(job_id, back) is not None
+        return self._update(job_id, back, also=lambda pipe: RetrySchedule.schedule(pipe, job_id, delay)) is not None
 
     def hand_off(self, job_id: str) -> None:
         """The attempt handed its work on (a batch's shards): the job stays running, but its lease goes, so the
@@ -361,8 +362,16 @@ class JobStore:
     # ---- the one write path ---------------------------------------------------------------------------------
 
     def _update(
-        self, job_id: str, mutate: Mutation, *, watch_leases: bool = False, progress_event: bool = False
+        self,
+        job_id: str,
+        mutate: Mutation,
+        *,
+        watch_leases: bool = False,
+        progress_event: bool = False,
+        also: Callable[[Pipeline], None] | None = None,
     ) -> Job | None:
+        """Apply ``mutate`` to the record atomically (WATCH/MULTI, retried on a race); ``also`` adds writes to the
+        same transaction."""
         key = job_key(job_id)
         with self._redis.pipeline() as pipe:
             while True:
@@ -385,6 +394,8 @@ class JobStore:
                         self._on_status_change(pipe, job, before)
                     elif progress_event and wants(job, WebhookEvent.PROGRESS) and self.outbox.progress_gate(job_id):
                         self.outbox.stage(pipe, job, WebhookEvent.PROGRESS)
+                    if also is not None:
+                        also(pipe)
                     pipe.execute()
                     return job
                 except redis.WatchError:
@@ -392,6 +403,8 @@ class JobStore:
 
     def _on_status_change(self, pipe: Pipeline, job: Job, before: JobStatus) -> None:
         count_status(pipe, job)
+        if job.status != JobStatus.QUEUED:  # started or ended: a retry it waited for is spent
+            RetrySchedule.forget(pipe, job.id)
         if job.status.is_terminal:
             pipe.delete(cancel_key(job.id))
             if not before.is_terminal:
@@ -430,18 +443,3 @@ def _fail(job: Job, error: SamqError) -> None:
 
 def _worker_lost(attempts: int) -> WorkerLostError:
     return WorkerLostError(f"the job lost its worker on all {attempts} attempts (SAMQ_MAX_ATTEMPTS)")
-
-
-def _encode_cursor(score: str) -> str:
-    return base64.urlsafe_b64encode(score.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> float:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        score = float(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidCursorError(f"invalid cursor {cursor!r}") from e
-    if math.isnan(score):  # Redis refuses "(nan" as a range bound
-        raise InvalidCursorError(f"invalid cursor {cursor!r}")
-    return score

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from celery import Celery, bootsteps
 
 from tasks.broker import celery_app
+from tasks.jobs import JobStatus
 from worker.pipeline.batch.reconcile import reconcile
 from worker.pipeline.context import BatchContext
 from worker.runtime import Settings, WorkerProcess, current, install
@@ -70,6 +71,13 @@ class Housekeeper(bootsteps.StartStopStep):
                         "job %s: lease lapsed (worker lost); re-enqueued after attempt %d", job_id, job.attempts
                     )
                     self._process.dispatch.enqueue(job)
+            for job_id in jobs.retries.claim_due():  # transient failures whose backoff is over
+                job = jobs.get(job_id)
+                if job is None or job.status != JobStatus.QUEUED:  # expired, or moved on since
+                    jobs.retries.discard(job_id)
+                    continue
+                log.info("job %s: retry due; attempt %d sent", job_id, job.attempts + 1)
+                self._process.dispatch.enqueue(job)
         except Exception:
             log.exception("reaper pass failed; will retry")
 

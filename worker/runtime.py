@@ -20,7 +20,6 @@ from storage.settings import StorageSettings
 from tasks.batch_store import BatchStore
 from tasks.broker import connect
 from tasks.dispatch import Dispatcher
-from tasks.jobs import Job
 from tasks.settings import QueueSettings
 from tasks.store import JobStore
 from tasks.webhooks import Outbox, WebhookSecrets
@@ -84,9 +83,6 @@ class WorkerProcess:
             torch.set_num_threads(worker.torch_threads)
         objects = make_store(storage)
 
-        def resend(job: Job, delay: float) -> None:
-            self.dispatch.enqueue(job, countdown=delay)
-
         log.info(
             "worker runtime: device=%s random_weights=%s image_size=%s",
             worker.device,
@@ -106,7 +102,6 @@ class WorkerProcess:
             ),
             models=ModelRegistry(worker),
             embeddings=EmbeddingCache(worker.embedding_cache_bytes),
-            resend=resend,
             batch=self.batch_context(make_s3_lister(storage)),
             track=TrackLimits.from_settings(worker),
             max_image_pixels=queue.max_image_pixels,

@@ -94,10 +94,32 @@ def test_transient_failure_requeues_keeping_the_error(store: JobStore) -> None:
     job = new_job(SPEC, "t1")
     store.create(job)
     store.start(job.id)
-    assert store.requeue(job.id, 1, MediaFetchError("timeout"))
+    before = time.time()
+    assert store.requeue(job.id, 1, MediaFetchError("timeout"), 30.0)
     queued = store.get(job.id)
     assert queued is not None and queued.status == JobStatus.QUEUED and queued.error is not None
     assert queued.error.retryable
+    due = store.retries.due_at(job.id)  # the retry waits in the store, not in a message
+    assert due is not None and before + 30 <= due <= time.time() + 30
+    assert store.retries.claim_due() == []  # not due yet
+
+
+def test_a_due_retry_is_claimed_once_sent_again_if_it_never_starts_and_forgotten_when_it_does(redis_url: str) -> None:
+    settings = QueueSettings(redis_url=redis_url, retry_claim_seconds=0.3)
+    store = JobStore(connect(settings), settings)
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    store.start(job.id)
+    store.requeue(job.id, 1, MediaFetchError("timeout"), 0.0)
+    assert store.retries.claim_due() == [job.id]
+    assert store.retries.claim_due() == []  # claimed: another housekeeper does not send it too
+    time.sleep(0.4)
+    assert store.retries.claim_due() == [job.id]  # its message never started the attempt: due again
+    assert store.start(job.id) is not None
+    assert store.retries.due_at(job.id) is None  # the attempt started: nothing is waiting any more
+    store.requeue(job.id, 2, MediaFetchError("timeout"), 60.0)
+    assert store.request_cancel(job.id, "t1") is not None  # canceled while waiting: the entry goes with it
+    assert store.retries.due_at(job.id) is None
 
 
 def test_cancel_queued_is_immediate_and_running_is_flagged(store: JobStore) -> None:

@@ -59,14 +59,13 @@ def _attempt(job: Job, rt: Runtime, checkpoint: Checkpoint) -> JobResult | None:
 
 def _failed(job: Job, error: SamqError, rt: Runtime) -> None:
     """A transient error is retried (with backoff) while attempts are left; anything else fails the job."""
+    delay = rt.retry_backoff * 2 ** (job.attempts - 1)
     if (
         isinstance(error, TransientError)
         and job.attempts < rt.max_attempts
-        and rt.store.requeue(job.id, job.attempts, error)
-    ):
-        delay = rt.retry_backoff * 2 ** (job.attempts - 1)
+        and rt.store.requeue(job.id, job.attempts, error, delay)
+    ):  # no message waits out the delay: the job store holds it (tasks.retries), any worker sends it when due
         log.warning("job %s: %s (%s); retrying in %.1fs", job.id, error.code, error.message, delay)
-        rt.resend(job, delay)
         return
     rt.store.fail(job.id, job.attempts, error)
     log.info("job %s: failed with %s: %s", job.id, error.code, error.message)

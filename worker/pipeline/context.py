@@ -25,8 +25,6 @@ from worker.settings import WorkerSettings
 
 Checkpoint = Callable[[], None]
 """Raises ``JobCanceledError`` or ``LeaseLostError`` when the work must stop there (``worker.pipeline.lease``)."""
-Resend = Callable[[Job, float], None]
-"""Re-send a job's message after ``delay`` seconds (a transient failure's retry)."""
 
 
 class JobRecords(Protocol):
@@ -48,7 +46,7 @@ class JobRecords(Protocol):
 
     def cancel_running(self, job_id: str, attempt: int, partial: JobResult | None = None) -> bool: ...
 
-    def requeue(self, job_id: str, attempt: int, error: SamqError) -> bool: ...
+    def requeue(self, job_id: str, attempt: int, error: SamqError, delay: float) -> bool: ...
 
     def hand_off(self, job_id: str) -> None: ...
 
@@ -130,7 +128,6 @@ class Runtime:
     media: Media
     models: ModelSource
     embeddings: EmbeddingCache[Embedding]
-    resend: Resend
     batch: BatchContext
     track: TrackLimits
     max_image_pixels: int

@@ -39,6 +39,8 @@ class FakeStore:
     job: Job
     calls: list[tuple[str, object]] = field(default_factory=list)
     cancel: bool = False
+    delays: list[float] = field(default_factory=list)
+    """The retry delays ``requeue`` was given."""
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         return self.job
@@ -71,9 +73,10 @@ class FakeStore:
         self.calls.append(("cancel", attempt))
         return True
 
-    def requeue(self, job_id: str, attempt: int, error: SamqError) -> bool:
+    def requeue(self, job_id: str, attempt: int, error: SamqError, delay: float) -> bool:
         self.job.status = JobStatus.QUEUED
         self.calls.append(("requeue", error))
+        self.delays.append(delay)
         return True
 
     def hand_off(self, job_id: str) -> None:
@@ -132,7 +135,7 @@ class SoftLimit(Exception):
     pass
 
 
-def runtime(store: FakeStore, media: RaisingMedia | SceneMedia, resent: list[float], root: Path) -> Runtime:
+def runtime(store: FakeStore, media: RaisingMedia | SceneMedia, root: Path) -> Runtime:
     queue = QueueSettings()
     return Runtime(
         store=store,
@@ -140,7 +143,6 @@ def runtime(store: FakeStore, media: RaisingMedia | SceneMedia, resent: list[flo
         media=media,
         models=FakeModels(),
         embeddings=EmbeddingCache(0),
-        resend=lambda job, delay: resent.append(delay),
         # Never reached by a segment job (the client is not even connected).
         batch=BatchContext(BatchStore(redis.Redis(), 60, 30), lambda *_: None, None, BatchLimits.from_settings(queue)),
         track=TrackLimits.from_settings(WorkerSettings()),
@@ -153,10 +155,11 @@ def runtime(store: FakeStore, media: RaisingMedia | SceneMedia, resent: list[flo
 
 
 def run_once(error: BaseException, root: Path, store: FakeStore | None = None) -> tuple[FakeStore, list[float]]:
+    """One attempt; returns the store and the retry delays this attempt asked for."""
     store = store or FakeStore(new_job(SPEC, "t"))
-    resent: list[float] = []
-    execute(store.job.id, runtime(store, RaisingMedia(error), resent, root))
-    return store, resent
+    before = len(store.delays)
+    execute(store.job.id, runtime(store, RaisingMedia(error), root))
+    return store, store.delays[before:]
 
 
 def codes(store: FakeStore) -> list[tuple[str, str]]:
@@ -192,7 +195,7 @@ def test_the_soft_time_limit_fails_with_timeout(tmp_path: Path) -> None:
 
 def test_a_cancel_request_stops_at_the_first_checkpoint(tmp_path: Path) -> None:
     store = FakeStore(new_job(SPEC, "t"), cancel=True)
-    rt = runtime(store, SceneMedia(), [], tmp_path)
+    rt = runtime(store, SceneMedia(), tmp_path)
     execute(store.job.id, rt)
     assert store.calls == [("cancel", 1)]  # before the encoder: the fake runner refuses to encode
 
