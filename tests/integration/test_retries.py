@@ -17,7 +17,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from samq.client import Client
 from samq.embedded import free_port, redis_server
-from tests.support.images import png_bytes, scene
+from tests.support.images import b64, png_bytes, scene
 from tests.support.stack import Stack, local_storage_env, stack_env
 
 IMAGE = png_bytes(scene())
@@ -120,11 +120,7 @@ def test_redis_killed_and_restarted_while_a_job_waits_out_its_backoff_loses_noth
         job_id = submit(client, flaky.url)
         requeued = wait_for_retry(client, job_id)
         time.sleep(1.2)  # AOF fsyncs every second: the requeue is on disk
-        [server] = [p for p in psutil.process_iter(["name"]) if _listens(p, port)]
-        server.send_signal(signal.SIGKILL)
-        server.wait(10)
-        redis.close()
-        redis.enter_context(redis_server(tmp_path / "redis", port=port, appendonly=True))
+        restart_redis(redis, tmp_path, port)
 
         done = client.wait(job_id, timeout=120)
         assert done["status"] == "succeeded", done["error"]
@@ -132,8 +128,43 @@ def test_redis_killed_and_restarted_while_a_job_waits_out_its_backoff_loses_noth
         assert started_epoch(done) - requeued <= BACKOFF + REAP + 5  # + the worker's reconnection
 
 
+def wait_running(client: Client, job_id: str) -> None:
+    deadline = time.monotonic() + 120
+    while client.job(job_id)["status"] != "running":
+        assert time.monotonic() < deadline, f"job {job_id} never started"
+        time.sleep(0.05)
+
+
+def restart_redis(redis: ExitStack, data: Path, port: int) -> None:
+    """SIGKILL the stack's redis-server, then start it again on the same port and data (AOF)."""
+    [server] = [p for p in psutil.process_iter(["name"]) if _listens(p, port)]
+    server.send_signal(signal.SIGKILL)
+    server.wait(10)
+    redis.close()
+    redis.enter_context(redis_server(data / "redis", port=port, appendonly=True))
+
+
 def _listens(process: psutil.Process, port: int) -> bool:
     try:
         return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in process.net_connections("tcp"))
     except (psutil.AccessDenied, psutil.NoSuchProcess):
         return False
+
+
+def test_a_worker_holding_a_running_jobs_message_keeps_consuming_after_redis_restarts(tmp_path: Path) -> None:
+    """Five Redis restarts (SIGKILL, then the same port and AOF) while the worker runs a job: each time the
+    worker is still consuming afterwards, without restarting anything."""
+    port = free_port()
+    with deployment(tmp_path, port) as (running, redis):
+        worker = running.start_worker(extra_env={"SAMQ_IMAGE_SIZE": "1024"})  # seconds of work per job: a wide window
+        client = running.client
+        image = {"base64": b64(png_bytes(scene(640, 480)))}
+        for run in range(5):
+            held = client.submit({"type": "segment", "image": image, "prompts": [{"points": [{"x": 9 + run, "y": 9}]}]})
+            wait_running(client, held["id"])
+            restart_redis(redis, tmp_path, port)
+            fresh = client.submit({"type": "segment", "image": image, "prompts": [{"points": [{"x": 50, "y": run}]}]})
+            done = client.wait(fresh["id"], timeout=180)
+            assert done["status"] == "succeeded", (run, done["error"])
+            assert client.wait(held["id"], timeout=180)["status"] == "succeeded", run
+            assert worker.poll() is None, f"run {run}: the worker exited ({worker.returncode})"
