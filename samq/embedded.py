@@ -5,6 +5,7 @@ The code path is production's (real Redis, real Celery); only the processes are 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -63,7 +64,12 @@ def redis_server(data_dir: Path, port: int | None = None, appendonly: bool = Tru
         "--appendonly", "yes" if appendonly else "no", "--save", "",
         "--maxmemory-policy", "noeviction", "--protected-mode", "yes", "--logfile", "redis.log",
     ]  # fmt: skip
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (two system calls, nothing that takes a lock)
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_for(lambda: redis.Redis.from_url(url).ping(), process, "redis-server")
@@ -72,16 +78,51 @@ def redis_server(data_dir: Path, port: int | None = None, appendonly: bool = Tru
         _stop(process, timeout=10)
 
 
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when ``parent`` (the process that started it) dies, however it
+    dies (Ctrl-C, SIGTERM, SIGKILL, its own parent gone), so nothing it started outlives it. Linux only
+    (``PR_SET_PDEATHSIG``); elsewhere it does nothing."""
+
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only makes two system calls
+
+    def arm() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGTERM) == 0 and os.getppid() != parent:
+            os._exit(1)  # the parent died before the signal was armed
+
+    return arm
+
+
+PR_SET_PDEATHSIG = 1
+WORKER_RESTARTS = 5
+"""``samq up`` restarts a worker that exits at most this many times a minute; then it stops everything."""
+
+
 @dataclass
 class Supervisor:
-    """Child processes that live and die together."""
+    """Child processes that live and die together (and with this process: ``die_with_parent``); the worker is
+    restarted when it exits, unless it keeps exiting."""
 
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    restarts: list[float] = field(default_factory=list)
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, env={**os.environ, **env})
+        arm = die_with_parent(os.getpid())
+        process = subprocess.Popen(args, env={**os.environ, **env}, preexec_fn=arm)  # noqa: PLW1509 (as above)
         self.processes[name] = process
+        self.commands[name] = (args, env)
         return process
+
+    def restart_worker(self) -> bool:
+        """Start the worker again, unless it exited ``WORKER_RESTARTS`` times in the last minute (False)."""
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+        if len(self.restarts) > WORKER_RESTARTS:
+            return False
+        self.start("worker", *self.commands["worker"])
+        return True
 
     def first_exit(self) -> tuple[str, int] | None:
         for name, process in self.processes.items():

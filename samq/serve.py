@@ -19,12 +19,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     with embedded(args.data_dir, args.port) as (url, supervisor):
         print(f"samq is up at {url}  (data in {args.data_dir.resolve()}; Ctrl-C stops)", flush=True)
         try:
-            while (exited := supervisor.first_exit()) is None:
+            while True:
                 time.sleep(0.5)
+                exited = supervisor.first_exit()
+                if exited is None:
+                    continue
+                name, code = exited
+                if name != "worker" or not supervisor.restart_worker():
+                    break
+                print(f"samq: the worker exited with code {code}; restarted it", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             print("stopping…", flush=True)
             return 0
-    name, code = exited
     print(f"samq: {name} exited with code {code}; stopped everything", file=sys.stderr)
     return 1
 

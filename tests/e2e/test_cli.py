@@ -90,6 +90,43 @@ def test_samq_up_serves_submit_and_stops_everything_on_sigterm(
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
+def workers(up: psutil.Process) -> list[psutil.Process]:
+    """The ``samq worker`` processes ``samq up`` runs (not the ones that already died)."""
+    found = []
+    for child in up.children():
+        with contextlib.suppress(psutil.Error):  # a dead one may be a zombie until samq up reaps it
+            if "worker" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    return found
+
+
+def test_samq_up_restarts_its_worker_and_takes_everything_with_it_when_killed(
+    samq_up: tuple[subprocess.Popen[str], str, Path], tmp_path: Path
+) -> None:
+    process, url, _ = samq_up
+    up = psutil.Process(process.pid)
+    [worker] = workers(up)
+    worker.send_signal(signal.SIGKILL)  # the worker dies (OOM killer, say): samq up starts another
+    deadline = time.monotonic() + 30
+    while not [c for c in workers(up) if c.pid != worker.pid]:
+        assert time.monotonic() < deadline, "samq up did not restart its worker"
+        time.sleep(0.2)
+    image = tmp_path / "scene.png"
+    image.write_bytes(png_bytes(scene()))
+    submit = subprocess.run(
+        [*SAMQ, "submit", str(image), "--point", "120,118", "--wait", "--url", url],
+        env=cli_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout + submit.stderr
+
+    children = up.children(recursive=True)
+    assert any("redis-server" in " ".join(c.cmdline()) for c in children)
+    process.send_signal(signal.SIGKILL)  # samq up itself dies without a chance to stop anything
+    process.wait(10)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not [c for c in alive if c.status() != psutil.STATUS_ZOMBIE], [c.cmdline() for c in alive]
+
+
 def test_samq_demo_runs_the_main_job_and_stops(tmp_path: Path) -> None:
     demo = subprocess.run(
         [*SAMQ, "demo", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],

@@ -15,7 +15,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from samq.client import Client
-from samq.embedded import ALL_QUEUES, free_port, samq_command, wait_for
+from samq.embedded import ALL_QUEUES, die_with_parent, free_port, samq_command, wait_for
 from storage import make_store
 from storage.base import ObjectStore
 from storage.settings import StorageSettings
@@ -125,7 +125,12 @@ class Stack:
         for key in unset:
             env.pop(key, None)
         return subprocess.Popen(
-            samq_command(*args), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            samq_command(*args),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (a killed test run leaves nothing behind)
         )
 
 
