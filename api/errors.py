@@ -108,7 +108,11 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             code = "payload_too_large"
             message = f"the request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes (SAMQ_API_MAX_BODY_BYTES)"
-        return render(ApiError(status, code, message))
+        response = render(ApiError(status, code, message))
+        for name, value in error.get_headers():  # a 405's Allow (RFC 9110), which the JSON body must not drop
+            if name.lower() == "allow":
+                response.headers["Allow"] = value
+        return response
 
     @app.errorhandler(redis.RedisError)
     def broker_down(error: redis.RedisError) -> Response:

@@ -13,6 +13,7 @@ from api.context import services, tenant
 from api.errors import ApiError
 from api.views import DeliveryList, JobList
 from storage.base import ObjectNotFoundError
+from tasks.cursors import CURSOR_PATTERN
 from tasks.jobs import Job, JobStatus
 from tasks.specs import validation_details
 from tasks.views import job_object
@@ -27,7 +28,7 @@ class ListQuery(BaseModel):
     status: JobStatus | None = None
     type: str | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 20
-    cursor: str | None = None
+    cursor: Annotated[str, Field(pattern=CURSOR_PATTERN, max_length=41)] | None = None
 
 
 @bp.post("")

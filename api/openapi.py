@@ -28,6 +28,8 @@ Schema = dict[str, Any]
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 BINARY: Schema = {"type": "string", "format": "binary"}
+MEDIA: Schema = {**BINARY, "minLength": 1}
+"""An upload's bytes: an empty one is refused (400 empty_upload)."""
 
 REQUESTS: Mapping[str, Any] = {"JobRequest": JobSpec, "Sam2Request": Sam2Request, "ConceptRequest": ConceptRequest}
 """Request bodies by component name (validation mode)."""
@@ -240,8 +242,8 @@ ROUTES: tuple[Route, ...] = (
         {201: Answer("Stored", "UploadCreated")},
         errors=(400, 413, 415),
         body={
-            **dict.fromkeys(UPLOAD_TYPES, BINARY),
-            "multipart/form-data": {"type": "object", "properties": {"file": BINARY}, "required": ["file"]},
+            **dict.fromkeys(UPLOAD_TYPES, MEDIA),
+            "multipart/form-data": {"type": "object", "properties": {"file": MEDIA}, "required": ["file"]},
         },
         description="The media bytes as the raw body (with their Content-Type), or as the multipart field 'file'.",
     ),

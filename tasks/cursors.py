@@ -1,23 +1,24 @@
-"""Opaque cursors of the job listing (``GET /v1/jobs?cursor=``): the score where the next page starts."""
+"""Cursors of the job listing (``GET /v1/jobs?cursor=``): the creation time (unix seconds, in decimal) of the last
+job of the page, where the next page starts. Opaque to clients; every string the pattern admits is a valid one,
+so the OpenAPI schema says exactly what the server accepts."""
 
 from __future__ import annotations
 
-import base64
-import math
+import re
 
 from tasks.errors import InvalidCursorError
 
+CURSOR_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,20})?$"
+
 
 def encode_cursor(score: str) -> str:
-    return base64.urlsafe_b64encode(score.encode()).decode().rstrip("=")
+    """``score``: a sorted-set score as Redis answers it (``repr`` of a float: creation times are plain decimals)."""
+    if not re.fullmatch(CURSOR_PATTERN, score):
+        score = f"{float(score):.6f}"
+    return score
 
 
 def decode_cursor(cursor: str) -> float:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        score = float(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidCursorError(f"invalid cursor {cursor!r}") from e
-    if math.isnan(score):  # Redis refuses "(nan" as a range bound
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
         raise InvalidCursorError(f"invalid cursor {cursor!r}")
-    return score
+    return float(cursor)

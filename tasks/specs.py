@@ -111,6 +111,15 @@ class Prompt(Spec):
     after them.
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={  # the rule below, for clients that validate against /openapi.json
+            "anyOf": [
+                {"required": ["points"], "properties": {"points": {"minItems": 1}}},
+                {"required": ["box"], "properties": {"box": {"type": "object"}}},
+            ]
+        }
+    )
+
     points: Annotated[list[Point], Field(default_factory=list, max_length=MAX_POINTS_PER_PROMPT)]
     box: Box | None = None
     mask_input: MaskInput | None = None
@@ -244,6 +253,15 @@ Threshold = Annotated[float, Field(ge=0, le=1)]
 
 class ConceptPrompt(Spec):
     """Find every instance of ``text`` and/or of the exemplar ``boxes``; each instance is labelled ``text``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["boxes"], "properties": {"boxes": {"minItems": 1}}},
+            ]
+        }
+    )
 
     text: Phrase | None = None
     boxes: Annotated[list[ExemplarBox], Field(default_factory=list, max_length=MAX_EXEMPLAR_BOXES)]

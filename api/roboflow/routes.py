@@ -113,7 +113,9 @@ def sam3_concept_segment() -> Response:
 def _embed(call: Sam2Request, model: ModelId, started: float) -> Response:
     svc = services()
     if call.image is None:  # a remembered name: nothing to compute
-        if call.image_id is None or svc.roboflow.content_hash(tenant(), model.value, call.image_id) is None:
+        if call.image_id is None:
+            raise invalid("image", "send the image (with an image_id to remember it by)")
+        if svc.roboflow.content_hash(tenant(), model.value, call.image_id) is None:
             raise _unknown_image(call.image_id)
         return jsonify(embed_response(call.image_id, _since(started)))
     job = _run({"type": "embed", "model": model.value, "image": call.image.media()})
@@ -217,7 +219,7 @@ def _parse(model: type[R]) -> R:
     return model.model_validate(json_body())
 
 
-def _unknown_image(image_id: str | None) -> ApiError:
+def _unknown_image(image_id: str) -> ApiError:
     message = f"unknown image_id {image_id!r} for this model: embed it first (embed_image), or send the image"
     return invalid("image_id", message, code="unknown_image_id")
 

@@ -18,6 +18,7 @@ from api.app import PUBLIC_PREFIXES, create_app
 from api.services import build_services
 from api.settings import ApiSettings
 from storage.settings import StorageSettings
+from tasks.cursors import CURSOR_PATTERN
 from tasks.jobs import JobSpec
 from tasks.settings import QueueSettings
 
@@ -87,3 +88,25 @@ def test_the_job_request_is_the_discriminated_union_that_validates_jobs(tmp_path
     assert submit["requestBody"]["content"][JSON]["schema"] == {"$ref": "#/components/schemas/JobRequest"}
     listing = {p["name"] for p in document["paths"]["/v1/jobs"]["get"]["parameters"]}
     assert listing == {"status", "type", "limit", "cursor"}
+
+
+def test_a_405_keeps_the_allow_header(tmp_path: Path) -> None:
+    response = make_app(tmp_path).test_client().delete("/healthz")
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_rules_a_client_can_hit_are_in_the_schema(tmp_path: Path) -> None:
+    """A prompt needs a point or a box (a concept prompt a phrase or a box); a cursor is what next_cursor looks
+    like; an upload is not empty."""
+    schemas = served(make_app(tmp_path))["components"]["schemas"]
+    assert [sorted(option["required"]) for option in schemas["Prompt"]["anyOf"]] == [["points"], ["box"]]
+    assert [sorted(option["required"]) for option in schemas["ConceptPrompt"]["anyOf"]] == [["text"], ["boxes"]]
+    listing = {p["name"]: p for p in operations(served(make_app(tmp_path)))[("get", "/v1/jobs")]["parameters"]}
+    assert listing["cursor"]["schema"]["pattern"] == CURSOR_PATTERN
+    upload = operations(served(make_app(tmp_path)))[("post", "/v1/uploads")]["requestBody"]["content"]
+    assert all(
+        media["schema"].get("minLength", media["schema"].get("properties", {}).get("file", {}).get("minLength")) == 1
+        for media in upload.values()
+    )
