@@ -81,7 +81,7 @@ class WorkerProcess:
             import torch  # the pipeline imported it already; this only sets the pool child's thread count
 
             torch.set_num_threads(worker.torch_threads)
-        objects = make_store(storage)
+        objects = JobObjects(make_store(storage), worker.storage_outage_seconds)
 
         log.info(
             "worker runtime: device=%s random_weights=%s image_size=%s",
@@ -91,7 +91,7 @@ class WorkerProcess:
         )
         return Runtime(
             store=self.jobs,
-            objects=JobObjects(objects),
+            objects=objects,
             media=MediaSource(
                 objects,
                 make_s3_reader(storage),

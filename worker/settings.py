@@ -28,6 +28,9 @@ class WorkerSettings(BaseSettings):
     """In-process embedding LRU budget; the shared tier lives in object storage."""
     max_media_bytes: int = 256 * 1024 * 1024
     """Largest media object a worker reads (the API accepts uploads up to the same default)."""
+    storage_outage_seconds: float = Field(default=300.0, ge=0)
+    """How long a job rides out an unreachable object store (retrying with backoff) before its attempt fails with
+    ``storage_unavailable``."""
     fetch_timeout_seconds: float = 30.0
     """Media URLs: limit on connecting, and on each wait for data from the server."""
     fetch_total_seconds: float = Field(default=120.0, gt=0)

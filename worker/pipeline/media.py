@@ -1,4 +1,5 @@
-"""Fetching job media (uploads, configured S3 buckets, http URLs) as bytes, with size and time limits."""
+"""Fetching job media (uploads, configured S3 buckets, http URLs) as bytes, with size and time limits. Reads from
+object storage ride out a short outage (``JobObjects``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import binascii
 from collections.abc import Callable
 
 from storage import S3Reader, keys
-from storage.base import ObjectNotFoundError, ObjectStore, ObjectTooLargeError, StorageError
+from storage.base import ObjectNotFoundError, ObjectTooLargeError
 from tasks import egress, pinned_http
 from tasks.errors import (
     InvalidBase64Error,
     MediaNotFoundError,
     MediaTooLargeError,
-    StorageUnavailableError,
 )
 from tasks.specs import Base64Image, S3Image, UploadImage, UrlImage
+from worker.pipeline.objects import JobObjects
 
 
 class MediaSource:
@@ -23,7 +24,7 @@ class MediaSource:
 
     def __init__(
         self,
-        objects: ObjectStore,
+        objects: JobObjects,
         s3_reader: S3Reader | None,
         *,
         max_bytes: int,
@@ -48,7 +49,9 @@ class MediaSource:
                 raise MediaNotFoundError("s3:// references need the s3 storage backend (SAMQ_STORAGE_BACKEND=s3)")
             bucket, _, key = ref.s3.removeprefix("s3://").partition("/")
             reader = self._s3_reader
-            return self._from_store(lambda: reader(bucket, key, self._max_bytes), ref)
+            return self._from_store(
+                lambda: self._objects.ride_out("read", ref.s3, lambda: reader(bucket, key, self._max_bytes)), ref
+            )
         return self._from_url(ref.url)
 
     def _from_store(self, read: Callable[[], bytes], ref: UploadImage | S3Image) -> bytes:
@@ -60,8 +63,6 @@ class MediaSource:
             raise MediaTooLargeError(
                 f"media is larger than {self._max_bytes} bytes (SAMQ_WORKER_MAX_MEDIA_BYTES)"
             ) from e
-        except StorageError as e:
-            raise StorageUnavailableError(f"object storage unavailable: {e}") from e
 
     def _from_url(self, url: str) -> bytes:
         return pinned_http.fetch(

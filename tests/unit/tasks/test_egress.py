@@ -20,6 +20,7 @@ from tasks.settings import QueueSettings
 from tasks.specs import UrlImage
 from tests.support.loopback import NAMES, fetch, post
 from worker.pipeline.media import MediaSource
+from worker.pipeline.objects import JobObjects
 
 LOOPBACK_1 = (IPv4Network("127.0.0.1/32"),)
 PUBLIC = "93.184.215.14"
@@ -171,8 +172,7 @@ def test_a_temporary_dns_failure_is_transient() -> None:
 
 
 def test_media_source_refuses_through_egress(tmp_path: Path) -> None:
-    media = MediaSource(
-        LocalStore(tmp_path, "http://localhost", b"k" * 32), None, max_bytes=1000, timeout=1.0, total_seconds=2.0
-    )
+    objects = JobObjects(LocalStore(tmp_path, "http://localhost", b"k" * 32))
+    media = MediaSource(objects, None, max_bytes=1000, timeout=1.0, total_seconds=2.0)
     with pytest.raises(UrlRefusedError, match="loopback"):
         media.fetch(UrlImage(url="http://127.0.0.1:6379/"), "tenant")
