@@ -94,7 +94,7 @@ def result(job_id: str) -> Response:
         raise ApiError(409, "job_not_succeeded", f"job {job_id} is {job.status.value}; results exist once it succeeded")
     document = next(f for f in job.result.files if f.name == job.result.document)
     try:
-        data = services().objects.get(document.key)
+        data = _stored(document.key)
     except ObjectNotFoundError as e:
         raise ApiError(410, "result_expired", f"the result of job {job_id} is no longer stored") from e
     return Response(data, mimetype="application/json")
@@ -118,10 +118,15 @@ def item_result(job_id: str, index: int) -> Response:
         error = record.error
         raise ApiError(409, "item_failed", f"item {index} failed: {error.code}: {error.message}", [error.model_dump()])
     try:
-        data = services().objects.get(record.document_key)
+        data = _stored(record.document_key)
     except ObjectNotFoundError as e:
         raise ApiError(410, "result_expired", f"the result of item {index} is no longer stored") from e
     return Response(data, mimetype="application/json")
+
+
+def _stored(key: str) -> bytes:
+    svc = services()
+    return svc.storage_slots.call(lambda: svc.objects.get(key))
 
 
 def _prefer_wait(maximum: int) -> int:

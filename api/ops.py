@@ -33,9 +33,11 @@ def readyz() -> Response:
     except redis.RedisError as e:
         problems.append({"component": "broker", "message": str(e)})
     try:
-        svc.objects.ping()
+        svc.storage_slots.call(svc.objects.ping)
     except StorageError as e:
         problems.append({"component": "storage", "message": str(e)})
+    except ApiError as e:  # every storage slot is taken: storage is stalling
+        problems.append({"component": "storage", "message": e.message})
     if problems:
         raise ApiError(503, "not_ready", "a dependency is unreachable", problems, retry_after=RETRY_AFTER_SECONDS)
     return jsonify(Health(status="ready").model_dump())

@@ -10,6 +10,7 @@ import redis
 from api.limits import RateLimiter
 from api.roboflow_memory import RoboflowMemory
 from api.settings import ApiSettings
+from api.storage_guard import StorageSlots
 from storage import make_store
 from storage.base import ObjectStore
 from storage.settings import StorageSettings
@@ -32,6 +33,8 @@ class Services:
     batches: BatchStore
     uploads: UploadStore
     objects: ObjectStore
+    storage_slots: StorageSlots
+    """Bounds the request threads waiting on ``objects`` (``api.storage_guard``)."""
     dispatch: Dispatcher
     waiters: threading.BoundedSemaphore
     """Requests allowed to hold a server thread for ``Prefer: wait`` at once (half the threads)."""
@@ -55,7 +58,16 @@ def build_services(
         jobs=JobStore(client, queue),
         batches=BatchStore(client, queue.job_ttl_seconds, queue.lease_seconds),
         uploads=UploadStore(client, queue.job_ttl_seconds),
-        objects=make_store(storage),
+        objects=make_store(
+            storage.model_copy(
+                update={
+                    "connect_timeout": min(storage.connect_timeout, 2.0),
+                    "read_timeout": api.storage_timeout_seconds,
+                    "max_retries": 2,
+                }
+            )
+        ),
+        storage_slots=StorageSlots(api.storage_slots, wait_seconds=1.0),
         dispatch=Dispatcher(celery_app(queue), queue),
         waiters=threading.BoundedSemaphore(max(1, api.threads // 2)),
         roboflow_waiters=threading.BoundedSemaphore(api.roboflow_max_waiting),

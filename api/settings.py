@@ -31,6 +31,12 @@ class ApiSettings(BaseSettings):
     max_base64_bytes: int = 16 * 1024 * 1024
     """Decoded size of an inline ``{"base64": …}`` image."""
     max_upload_bytes: int = 256 * 1024 * 1024
+    storage_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """Object storage calls made while a client waits (uploads, result documents): each try's read timeout (and at
+    most 2 seconds to connect, 2 tries), far shorter than the workers' own."""
+    storage_slots: Annotated[int, Field(ge=1)] = 8
+    """Request threads that may wait on object storage at once; more wait a second, then answer 503
+    ``storage_busy``."""
     max_wait_seconds: int = 60
     """Upper bound of ``Prefer: wait=N``."""
     roboflow_wait_seconds: Annotated[int, Field(ge=1)] = 300

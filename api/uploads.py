@@ -49,7 +49,7 @@ def store_upload(data: bytes, content_type: str) -> Upload:
     svc = services()
     upload_id = new_id("upl")
     key = keys.upload(tenant(), upload_id)
-    svc.objects.put(key, data, content_type)
+    svc.storage_slots.call(lambda: svc.objects.put(key, data, content_type))
     upload = Upload(
         id=upload_id,
         tenant=tenant(),

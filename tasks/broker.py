@@ -54,6 +54,7 @@ def celery_app(settings: QueueSettings, include: Sequence[str] = ()) -> Celery:
         broker_transport_options=visibility,
         result_backend_transport_options=visibility,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker that loses Redis keeps reconnecting (Celery stops at 100)
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_queues=[KombuQueue(q.value) for q in Queue],
         task_default_queue=Queue.INTERACTIVE.value,

@@ -205,7 +205,8 @@ def _file(job: Job, name: str) -> bytes:
     assert job.result is not None
     stored = next(f for f in job.result.files if f.name == name)
     try:
-        return services().objects.get(stored.key)
+        svc = services()
+        return svc.storage_slots.call(lambda: svc.objects.get(stored.key))
     except ObjectNotFoundError as e:
         raise ApiError(410, "result_expired", f"the result of job {job.id} is no longer stored") from e
 
