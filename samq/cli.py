@@ -67,7 +67,9 @@ def _serving_commands(commands: Commands) -> None:
         default=ALL_QUEUES,
         help=f"comma-separated, default all: {ALL_QUEUES} (io delivers webhooks: some worker must take it)",
     )
-    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument(
+        "--concurrency", type=int, default=None, help="processes (default 1); for --queues io alone, threads (16)"
+    )
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(run=cmd_worker)
 

@@ -1,4 +1,5 @@
-"""The embedded default (``samq up``): a Redis, one worker and the API as local processes, stopped together.
+"""The embedded default (``samq up``): a Redis, a model worker, an io worker and the API as local processes,
+stopped together.
 
 The code path is production's (real Redis, real Celery); only the processes are local.
 """
@@ -24,6 +25,7 @@ import redis
 from tasks.names import Queue
 
 ALL_QUEUES = ",".join(q.value for q in Queue)
+MODEL_QUEUES = ",".join(q.value for q in Queue if q != Queue.IO)
 
 
 class StartupError(RuntimeError):
@@ -115,13 +117,13 @@ class Supervisor:
         self.commands[name] = (args, env)
         return process
 
-    def restart_worker(self) -> bool:
-        """Start the worker again, unless it exited ``WORKER_RESTARTS`` times in the last minute (False)."""
+    def restart_worker(self, name: str) -> bool:
+        """Start worker ``name`` again, unless workers exited ``WORKER_RESTARTS`` times in the last minute (False)."""
         now = time.monotonic()
         self.restarts = [t for t in self.restarts if now - t < 60] + [now]
         if len(self.restarts) > WORKER_RESTARTS:
             return False
-        self.start("worker", *self.commands["worker"])
+        self.start(name, *self.commands[name])
         return True
 
     def first_exit(self) -> tuple[str, int] | None:
@@ -151,12 +153,14 @@ def service_env(redis_url: str, data_dir: Path, port: int) -> dict[str, str]:
 
 @contextmanager
 def embedded(data_dir: Path, port: int) -> Iterator[tuple[str, Supervisor]]:
-    """Redis + one worker (all queues) + the API on 127.0.0.1:port; yields (API URL, supervisor)."""
+    """Redis + a worker of the model queues + an io worker (threads) + the API on 127.0.0.1:port; yields (API URL,
+    supervisor)."""
     with redis_server(data_dir / "redis") as redis_url:
         env = service_env(redis_url, data_dir, port)
         supervisor = Supervisor()
         try:
-            supervisor.start("worker", samq_command("worker", "--queues", ALL_QUEUES), env)
+            supervisor.start("worker", samq_command("worker", "--queues", MODEL_QUEUES), env)
+            supervisor.start("io-worker", samq_command("worker", "--queues", Queue.IO.value), env)  # threads
             api = supervisor.start("api", samq_command("api", "--host", "127.0.0.1", "--port", str(port)), env)
             url = f"http://127.0.0.1:{port}"
             wait_for(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).close(), api, "the API")

@@ -12,6 +12,10 @@ import time
 from samq.client import Client
 from samq.commands import follow, segment_job
 from samq.embedded import embedded
+from tasks.names import Queue
+
+IO_THREADS = 16
+"""Deliveries an io worker makes at once (``samq worker --queues io``)."""
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -25,9 +29,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 if exited is None:
                     continue
                 name, code = exited
-                if name != "worker" or not supervisor.restart_worker():
+                if not name.endswith("worker") or not supervisor.restart_worker(name):
                     break
-                print(f"samq: the worker exited with code {code}; restarted it", file=sys.stderr, flush=True)
+                print(f"samq: the {name} exited with code {code}; restarted it", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             print("stopping…", flush=True)
             return 0
@@ -62,12 +66,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import create_celery
 
     app = create_celery()
+    # Model work runs in prefork children (time limits, max-memory-per-child; solo/threads lose them). A worker of
+    # the io queue alone (webhooks, batch finalizers) waits on the network: threads, many, so that one slow
+    # receiver cannot hold up the others' deliveries.
+    io_only = {q.strip() for q in args.queues.split(",")} == {Queue.IO.value}
+    pool, concurrency = ("threads", args.concurrency or IO_THREADS) if io_only else ("prefork", args.concurrency or 1)
     app.worker_main(
         [
             "worker",
             "--queues", args.queues,
-            "--concurrency", str(args.concurrency),
-            "--pool", "prefork",  # keeps time limits and max-memory-per-child; solo/threads lose them
+            "--concurrency", str(concurrency),
+            "--pool", pool,
             "--loglevel", args.loglevel,
             "--hostname", f"samq-{os.getpid()}@%h",
             "--without-gossip", "--without-mingle",

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from samq.embedded import free_port
+from samq.embedded import MODEL_QUEUES, free_port
 from tests.support.images import png_bytes, scene
 from tests.support.stack import model_env
 
@@ -91,11 +91,11 @@ def test_samq_up_serves_submit_and_stops_everything_on_sigterm(
 
 
 def workers(up: psutil.Process) -> list[psutil.Process]:
-    """The ``samq worker`` processes ``samq up`` runs (not the ones that already died)."""
+    """The model workers ``samq up`` runs (not the io worker, nor the ones that already died)."""
     found = []
     for child in up.children():
         with contextlib.suppress(psutil.Error):  # a dead one may be a zombie until samq up reaps it
-            if "worker" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+            if MODEL_QUEUES in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
                 found.append(child)
     return found
 

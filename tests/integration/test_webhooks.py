@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from samq.client import Client, ClientError
-from samq.embedded import free_port, redis_server
+from samq.embedded import MODEL_QUEUES, free_port, redis_server
 from tests.integration.conftest import TENANT_KEYS
 from tests.support.images import b64, png_bytes, scene
 from tests.support.receiver import Receiver, receiving
@@ -147,3 +148,28 @@ def test_the_outbox_survives_a_killed_worker_and_a_redis_restart(tmp_path: Path)
             log = deliveries(client, done["id"], len(failed) + 1)
             assert log[-1]["outcome"] == "delivered"
             assert {a["event_id"] for a in log} == {delivery.webhook_id}
+
+
+def test_a_slow_receiver_does_not_hold_up_another_tenants_delivery(tmp_path: Path) -> None:
+    """One tenant's receiver answers after 30 s; the other's event still arrives within a couple of seconds, on
+    the io worker's threads (``samq worker --queues io``)."""
+    keys = {"SAMQ_API_KEYS": "slowpoke:k-slow,prompt:k-fast", "SAMQ_ALLOW_PRIVATE_URLS": "127.0.0.1/32"}
+    with ExitStack() as stack:
+        url = stack.enter_context(redis_server(tmp_path / "redis", appendonly=False))
+        deployment = Stack(url, stack_env(url, {**local_storage_env(tmp_path / "objects"), **keys}), logs=tmp_path)
+        stack.callback(deployment.stop)
+        deployment.start_api()
+        deployment.start_worker(MODEL_QUEUES)
+        deployment.start_worker("io")
+        slow, fast = deployment.client_for("k-slow"), deployment.client_for("k-fast")
+        secret = fast.request("GET", "/v1/webhooks/secret")["secret"]
+        with receiving(Receiver(secrets=lambda: [secret])) as receiver:
+            for _ in range(3):  # more slow deliveries than a small pool has slots
+                assert slow.submit(job(f"{receiver.url}/slow", ["job.succeeded"]), wait=60)["status"] == "succeeded"
+            time.sleep(0.5)  # the slow deliveries are under way
+            done = fast.submit(job(f"{receiver.url}/ok", ["job.succeeded"]), wait=60)
+            assert done["status"] == "succeeded"
+            finished = datetime.fromisoformat(done["finished_at"]).timestamp()
+            (delivery,) = receiver.wait_for(lambda ds: any(d.path == "/ok" for d in ds), timeout=30)[-1:]
+            assert delivery.path == "/ok" and delivery.verified
+            assert delivery.received_at - finished < 2.0, delivery.received_at - finished

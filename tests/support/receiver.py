@@ -35,6 +35,8 @@ class Receiver:
     secrets: Callable[[], list[str]]
     """The secrets a delivery may be signed with (read when each request arrives)."""
     fail_first: int = 2
+    slow_seconds: float = 30.0
+    """How long ``/slow`` takes to answer."""
     deliveries: list[Delivery] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,6 +96,8 @@ def receiving(receiver: Receiver, port: int = 0) -> Iterator[Receiver]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.path == "/slow":
+                time.sleep(receiver.slow_seconds)
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, extra = receiver.handle(self.path, headers, raw)
             self.send_response(status)
