@@ -40,6 +40,9 @@ class QueueSettings(BaseSettings):
     image header before any allocation; the API refuses an upload over it at submit."""
     retry_backoff_seconds: float = 2.0
     """Base delay before a transient failure is retried (doubles per attempt)."""
+    orphan_after_seconds: float = Field(default=120.0, gt=0)
+    """A job queued this long is checked against the broker: with no message for it anywhere, it is sent again
+    (its message was lost with a worker, or with Redis's last second of writes)."""
     retry_claim_seconds: float = Field(default=300.0, gt=0)
     """A due retry whose message was sent but whose attempt has not started after this long is sent again (the
     message was lost with a worker); a second message for one attempt is harmless."""

@@ -24,9 +24,11 @@ from tasks.errors import (
     WorkerLostError,
 )
 from tasks.jobs import Job, JobError, JobResult, JobStatus, utcnow
+from tasks.orphans import QueuedWatch
 from tasks.redis_keys import (
     ENTERED,
     LEASES,
+    QUEUED,
     active_key,
     cancel_key,
     events_channel,
@@ -65,6 +67,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'queued', 1)
 redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
 if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[7]) end
 return {'created', ''}
 """
@@ -85,6 +88,7 @@ class JobStore:
         self._create = client.register_script(_CREATE)
         self.outbox = Outbox(client, settings)
         self.retries = RetrySchedule(client, settings.retry_claim_seconds)
+        self.queued = QueuedWatch(client)
 
     # ---- API side -------------------------------------------------------------------------------------------
 
@@ -103,7 +107,7 @@ class JobStore:
         outcome, detail = cast(
             list[str],
             self._create(
-                keys=[job_key(job.id), index_key(job.tenant), ENTERED, active_key(job.tenant), idem_key],
+                keys=[job_key(job.id), index_key(job.tenant), ENTERED, active_key(job.tenant), idem_key, QUEUED],
                 args=[job.model_dump_json(), ttl, job.created_at.timestamp(), job.id, -1 if max_active is None else max_active, idem_value,
                       IDEMPOTENCY_TTL_SECONDS],
             ),
@@ -306,8 +310,7 @@ class JobStore:
         return self._update(job_id, canceled) is not None
 
     def requeue(self, job_id: str, attempt: int, error: SamqError, delay: float) -> bool:
-        """Running → queued after a transient failure, keeping the error; its next attempt is due ``delay`` seconds
-        from now (``tasks.retries``: the housekeeping pass sends it)."""
+        """Running → queued after a transient failure, keeping the error; due again in ``delay`` s (tasks.retries)."""
 
         def back(job: Job) -> bool:
             if not _owns(job, attempt):
@@ -319,8 +322,7 @@ class JobStore:
         return self._update(job_id, back, also=lambda pipe: RetrySchedule.schedule(pipe, job_id, delay)) is not None
 
     def hand_off(self, job_id: str) -> None:
-        """The attempt handed its work on (a batch's shards): the job stays running, but its lease goes, so the
-        reaper does not take it back. Call it after the attempt's Lease stopped renewing."""
+        """The attempt handed its work to a batch's shards: running, without a lease (after the Lease stopped)."""
         self._redis.zrem(LEASES, job_id)
 
     # ---- reaper ---------------------------------------------------------------------------------------------
@@ -403,8 +405,11 @@ class JobStore:
 
     def _on_status_change(self, pipe: Pipeline, job: Job, before: JobStatus) -> None:
         count_status(pipe, job)
-        if job.status != JobStatus.QUEUED:  # started or ended: a retry it waited for is spent
+        if job.status == JobStatus.QUEUED:  # its message goes out now (or, for a retry, when due)
+            QueuedWatch.enter(pipe, job.id)
+        else:  # started or ended: it waits for no message or retry any more
             RetrySchedule.forget(pipe, job.id)
+            QueuedWatch.leave(pipe, job.id)
         if job.status.is_terminal:
             pipe.delete(cancel_key(job.id))
             if not before.is_terminal:

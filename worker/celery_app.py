@@ -12,6 +12,7 @@ from celery import Celery, bootsteps
 
 from tasks.broker import celery_app
 from tasks.jobs import JobStatus
+from tasks.names import Queue, queue_for
 from worker.pipeline.batch.reconcile import reconcile
 from worker.pipeline.context import BatchContext
 from worker.runtime import Settings, WorkerProcess, current, install
@@ -78,8 +79,32 @@ class Housekeeper(bootsteps.StartStopStep):
                     continue
                 log.info("job %s: retry due; attempt %d sent", job_id, job.attempts + 1)
                 self._process.dispatch.enqueue(job)
+            self._resend_orphans()
         except Exception:
             log.exception("reaper pass failed; will retry")
+
+    def _resend_orphans(self) -> None:
+        """Queued jobs whose message is nowhere in the broker (``tasks.orphans``) are sent again."""
+        assert self._process is not None
+        jobs, after = self._process.jobs, self._process.settings.queue.orphan_after_seconds
+        if not jobs.queued.my_turn(after / 4):
+            return
+        suspects: list[tuple[str, Queue]] = []
+        for job_id in jobs.queued.stale(after):
+            job = jobs.get(job_id)
+            if job is None or job.status != JobStatus.QUEUED:
+                jobs.queued.drop(job_id)
+            elif jobs.retries.due_at(job_id) is not None:  # waiting out a backoff: no message, by design
+                jobs.queued.looked_at(job_id)
+            else:
+                suspects.append((job_id, queue_for(job.type, job.model)))
+        lost = set(jobs.queued.without_message(suspects)) if suspects else set()
+        for job_id, _ in suspects:
+            jobs.queued.looked_at(job_id)
+            job = jobs.get(job_id) if job_id in lost else None
+            if job is not None and job.status == JobStatus.QUEUED:
+                log.warning("job %s: queued, but no message for it is left in the broker; sent again", job_id)
+                self._process.dispatch.enqueue(job)
 
     def reconcile_batches(self) -> None:
         """Re-send shards whose worker died, stop canceled batches, finalize batches whose finalizer was lost."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from tasks.broker import connect
 from tasks.errors import IllegalTransitionError, InvalidCursorError, InvalidImageError, MediaFetchError
 from tasks.jobs import JobResult, JobStatus, new_job
+from tasks.names import Queue
 from tasks.settings import QueueSettings
 from tasks.specs import SegmentSpec
 from tasks.store import JobStore
@@ -188,3 +190,20 @@ def test_concurrent_starts_yield_exactly_one_attempt(store: JobStore, tmp_path: 
         thread.join()
     assert len(winners) == 1
     assert store.get(job.id).attempts == 1  # type: ignore[union-attr]
+
+
+def test_queued_jobs_are_watched_until_they_start_and_a_missing_message_is_found(store: JobStore) -> None:
+    job = new_job(SPEC, "t1")
+    store.create(job)
+    assert store.queued.stale(older_than=-1) == [job.id]
+    broker = connect(QueueSettings(redis_url=store._settings.redis_url))
+    broker.rpush("interactive", json.dumps({"headers": {"kwargsrepr": repr({"job_id": job.id})}}))
+    assert store.queued.without_message([(job.id, Queue.INTERACTIVE)]) == []  # its message waits
+    broker.delete("interactive")
+    broker.hset("unacked", "tag-1", json.dumps([{"headers": {"kwargsrepr": repr({"job_id": job.id})}}]))
+    assert store.queued.without_message([(job.id, Queue.INTERACTIVE)]) == []  # a worker holds it
+    broker.delete("unacked")
+    assert store.queued.without_message([(job.id, Queue.INTERACTIVE)]) == [job.id]  # gone
+    assert store.queued.my_turn(60) and not store.queued.my_turn(60)  # one sweeper per period
+    store.start(job.id)
+    assert store.queued.stale(older_than=-1) == []

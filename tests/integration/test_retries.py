@@ -1,6 +1,6 @@
 """A job waiting out a retry's backoff is held by the job store, not by a message in one worker's hands: a worker
 killed during the wait, or Redis killed and restarted (AOF on), does not strand it. It runs again within the
-backoff plus one housekeeping pass and succeeds exactly once."""
+backoff plus one housekeeping pass and succeeds exactly once. A queued job whose message is lost is sent again."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
+import redis
 
 from samq.client import Client
 from samq.embedded import free_port, redis_server
@@ -54,7 +55,9 @@ class Flaky:
 
 
 @contextmanager
-def deployment(tmp_path: Path, redis_port: int) -> Iterator[tuple[Stack, ExitStack]]:
+def deployment(
+    tmp_path: Path, redis_port: int, extra: dict[str, str] | None = None
+) -> Iterator[tuple[Stack, ExitStack]]:
     """API and Redis (AOF) on a fixed port; the second value closes Redis (so a test can restart it)."""
     with ExitStack() as stack:
         redis = stack.enter_context(ExitStack())
@@ -64,6 +67,7 @@ def deployment(tmp_path: Path, redis_port: int) -> Iterator[tuple[Stack, ExitSta
             "SAMQ_ALLOW_PRIVATE_URLS": "127.0.0.1/32",
             "SAMQ_RETRY_BACKOFF_SECONDS": str(BACKOFF),
             "SAMQ_REAP_INTERVAL_SECONDS": str(REAP),
+            **(extra or {}),
         }
         running = Stack(url, stack_env(url, env), logs=tmp_path)
         stack.callback(running.stop)
@@ -168,3 +172,18 @@ def test_a_worker_holding_a_running_jobs_message_keeps_consuming_after_redis_res
             assert done["status"] == "succeeded", (run, done["error"])
             assert client.wait(held["id"], timeout=180)["status"] == "succeeded", run
             assert worker.poll() is None, f"run {run}: the worker exited ({worker.returncode})"
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again(tmp_path: Path) -> None:
+    with deployment(tmp_path, free_port(), {"SAMQ_ORPHAN_AFTER_SECONDS": "2"}) as (running, _):
+        client = running.client
+        image = {"base64": b64(png_bytes(scene()))}
+        lost = client.submit({"type": "segment", "image": image, "prompts": [{"points": [{"x": 9, "y": 9}]}]})
+        broker = redis.Redis.from_url(running.redis_url)
+        assert broker.delete("interactive") == 1  # the message is gone (as with a worker killed as it took it)
+        running.start_worker()
+        started = time.monotonic()
+        done = client.wait(lost["id"], timeout=60)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 1
+        assert time.monotonic() - started < 2 + 2 * REAP + 5  # the orphan age, a pass or two, and slack
