@@ -20,7 +20,16 @@ from tasks.batch_specs import BatchSpec, ManifestInputs, PrefixInputs, item_spec
 from tasks.egress import check_url
 from tasks.errors import BrokerUnavailableError, MediaFetchError, MediaNotFoundError, UrlRefusedError
 from tasks.jobs import Job, JobSpec, new_job
-from tasks.specs import Base64Image, ConceptSpec, S3Image, SegmentSpec, UploadImage, UrlImage, validation_details
+from tasks.specs import (
+    Base64Image,
+    ConceptSpec,
+    S3Image,
+    SegmentSpec,
+    UploadImage,
+    UrlImage,
+    error_code,
+    validation_details,
+)
 from tasks.store import Idempotency
 from tasks.track_specs import TrackSpec
 from tasks.uploads import Upload
@@ -85,7 +94,7 @@ def parse_spec(body: Any) -> JobSpec:
         return JOB_SPEC.validate_python(body)
     except ValidationError as e:
         tag = body.get("type") if isinstance(body.get("type"), str) else None
-        raise ApiError(422, "validation_error", "the job is invalid", validation_details(e, tag)) from e
+        raise ApiError(422, error_code(e), "the job is invalid", validation_details(e, tag)) from e
 
 
 def _admit(spec: JobSpec) -> JobSpec:
@@ -113,7 +122,7 @@ def _admit(spec: JobSpec) -> JobSpec:
         for i, prompt in enumerate(spec.prompts):
             ref = prompt.mask_input
             if ref is not None and svc.jobs.get(ref.job, tenant()) is None:
-                raise invalid(f"prompts.{i}.mask_input.job", f"unknown job {ref.job}")
+                raise invalid(f"prompts.{i}.mask_input.job", f"unknown job {ref.job}", code="unknown_job")
     return spec
 
 
@@ -137,12 +146,13 @@ def _check_batch(spec: BatchSpec) -> None:
                     d | {"field": f"inputs.items.{i}.{d['field']}"} for d in validation_details(e, spec.template.type)
                 ]
                 message = f"inputs.items.{i} does not make a valid {spec.template.type} job with the template"
-                raise ApiError(422, "validation_error", message, details) from e
+                raise ApiError(422, "invalid_item", message, details) from e
 
 
 def _check_bucket(field: str, bucket: str) -> None:
     if bucket not in services().storage.readable_buckets:
-        raise invalid(field, f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)")
+        message = f"bucket {bucket!r} is not readable by this server (SAMQ_STORAGE_S3_READ_BUCKETS)"
+        raise invalid(field, message, code="bucket_not_readable")
 
 
 def _check_media(field: str, ref: object) -> Upload | None:
@@ -151,7 +161,7 @@ def _check_media(field: str, ref: object) -> Upload | None:
     if isinstance(ref, UploadImage):
         upload = svc.uploads.get(ref.upload, tenant())
         if upload is None:
-            raise invalid(f"{field}.upload", f"unknown upload {ref.upload}")
+            raise invalid(f"{field}.upload", f"unknown upload {ref.upload}", code="unknown_upload")
         return upload
     if isinstance(ref, UrlImage):
         _check_url(f"{field}.url", ref.url)
@@ -173,7 +183,7 @@ def _check_bounds(spec: JobSpec, width: int, height: int) -> None:
     """Points and boxes must lie on the image (points: 0 ≤ x < width; box corners: 0 ≤ x ≤ width)."""
 
     def outside(field: str, what: str) -> ApiError:
-        return invalid(field, f"{what} lies outside the {width}x{height} image")
+        return invalid(field, f"{what} lies outside the {width}x{height} image", code="prompt_out_of_bounds")
 
     if isinstance(spec, SegmentSpec):
         for i, prompt in enumerate(spec.prompts):
@@ -207,7 +217,7 @@ def _decode_base64(text: str, limit: int) -> bytes:
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (UnicodeEncodeError, binascii.Error) as e:
-        raise invalid("image.base64", f"not valid base64: {e}") from e
+        raise invalid("image.base64", f"not valid base64: {e}", code="invalid_base64") from e
     if len(data) > limit:
         raise ApiError(
             413, "payload_too_large", f"image.base64 decodes to more than {limit} bytes (SAMQ_API_MAX_BASE64_BYTES)"

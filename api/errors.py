@@ -25,7 +25,7 @@ from tasks.errors import (
     SamqError,
     StorageUnavailableError,
 )
-from tasks.specs import validation_details
+from tasks.specs import error_code, validation_details
 
 RETRY_AFTER_SECONDS = 5
 ROBOFLOW_BLUEPRINT = "roboflow"
@@ -98,7 +98,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ValidationError)
     def invalid_body(error: ValidationError) -> Response:
-        return render(ApiError(422, "validation_error", "the request is invalid", validation_details(error)))
+        return render(ApiError(422, error_code(error), "the request is invalid", validation_details(error)))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -332,6 +332,14 @@ def validation_details(error: ValidationError, union_tag: str | None = None) -> 
     return details
 
 
+def error_code(error: ValidationError) -> str:
+    """``invalid_value`` when a rule beyond the JSON schema failed (a validator of ours: box corners in order, one
+    media reference of three, …), which a client that validated its body against /openapi.json cannot have
+    caught; else ``validation_error`` (a type, a bound, a pattern, a missing or unknown field). The details list
+    every problem either way. (A union's members each report theirs, so one rule's failure decides.)"""
+    return "invalid_value" if any(item["type"] == "value_error" for item in error.errors()) else "validation_error"
+
+
 def first_problem(error: ValidationError) -> str:
     """The first problem as one line for a job error: ``field: message`` (the message alone for a whole value)."""
     first = validation_details(error)[0]

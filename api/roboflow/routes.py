@@ -105,7 +105,7 @@ def sam3_concept_segment() -> Response:
     call = _parse(ConceptRequest)
     call.check_sam3_model()
     if call.image is None:
-        raise invalid("image", "concept segmentation needs the image itself (Roboflow's does too)")
+        raise invalid("image", "concept segmentation needs the image itself (Roboflow's does too)", "image_required")
     job = _run(concept_body(call, call.image.media(), MAX_DETECTIONS))
     return jsonify(concept_response(_document(job), call, call.format, _since(started)))
 
@@ -114,7 +114,7 @@ def _embed(call: Sam2Request, model: ModelId, started: float) -> Response:
     svc = services()
     if call.image is None:  # a remembered name: nothing to compute
         if call.image_id is None:
-            raise invalid("image", "send the image (with an image_id to remember it by)")
+            raise invalid("image", "send the image (with an image_id to remember it by)", "image_required")
         if svc.roboflow.content_hash(tenant(), model.value, call.image_id) is None:
             raise _unknown_image(call.image_id)
         return jsonify(embed_response(call.image_id, _since(started)))
@@ -150,7 +150,7 @@ def _image(call: ImageRequest, model: ModelId) -> tuple[dict[str, str], str]:
     if call.image is not None:
         return call.image.media(), call.image_id or f"{call.image.type}:{_digest(call.image.value)}"
     if call.image_id is None:
-        raise invalid("image", "send the image, or the image_id of an earlier embed_image call")
+        raise invalid("image", "send the image, or the image_id of an earlier embed_image call", "image_required")
     content_hash = services().roboflow.content_hash(tenant(), model.value, call.image_id)
     if content_hash is None and re.fullmatch(SHA256_HEX, call.image_id):
         content_hash = call.image_id  # samq's own id (an embed call that named none answers the content hash)
@@ -163,7 +163,10 @@ def _run(body: dict[str, Any]) -> Job:
     """Admit the native job of a call (or join the same call's job still in flight), wait for it, and return it
     succeeded; any other end becomes the call's error."""
     svc = services()
-    spec = parse_spec(body | {"metadata": {"roboflow_route": request.path}})  # which call made it, in /v1/jobs
+    try:
+        spec = parse_spec(body | {"metadata": {"roboflow_route": request.path}})  # which call made it, in /v1/jobs
+    except ApiError as e:  # a rule of samq's beyond Roboflow's schema (a box reaching past the image's edge, …)
+        raise ApiError(e.status, "invalid_value" if e.status == 422 else e.code, e.message, e.details) from e
     if not svc.roboflow_waiters.acquire(blocking=False):
         raise ApiError(
             503,

@@ -58,23 +58,25 @@ def test_non_json_body_is_415(local_stack: Stack) -> None:
 
 
 @pytest.mark.parametrize(
-    ("job", "field"),
+    ("job", "field", "code"),
     [
-        (segment(good_image(), colour="red"), "colour"),
-        (segment(good_image(), model="sam9_giant"), "model"),
-        (segment(good_image(), prompts=[{"points": [{"x": 1, "y": 1}]}] * 65), "prompts"),
-        (segment(good_image(), prompts=[{"points": [{"x": -1, "y": 5}]}]), "prompts.0.points.0.x"),
-        (segment(good_image(), prompts=[{"box": {"x0": 50, "y0": 5, "x1": 10, "y1": 9}}]), "prompts.0.box"),
-        (segment(good_image(), prompts=[{}]), "prompts.0"),
-        ({"type": "paint", "image": good_image()}, "type"),
-        (segment({"upload": "upl_doesnotexist"}), "image.upload"),
+        (segment(good_image(), colour="red"), "colour", "validation_error"),
+        (segment(good_image(), model="sam9_giant"), "model", "validation_error"),
+        (segment(good_image(), prompts=[{"points": [{"x": 1, "y": 1}]}] * 65), "prompts", "validation_error"),
+        (segment(good_image(), prompts=[{"points": [{"x": -1, "y": 5}]}]), "prompts.0.points.0.x", "validation_error"),
+        ({"type": "paint", "image": good_image()}, "type", "validation_error"),
+        # what the schema cannot say has codes of its own: a schema-valid body never gets validation_error
+        (segment(good_image(), prompts=[{"box": {"x0": 50, "y0": 5, "x1": 10, "y1": 9}}]), "prompts.0.box",
+         "invalid_value"),
+        (segment(good_image(), prompts=[{}]), "prompts.0", "invalid_value"),
+        (segment({"upload": "upl_doesnotexist"}), "image.upload", "unknown_upload"),
         (segment(good_image(), prompts=[{"points": [{"x": 1, "y": 1}], "mask_input": {"job": "job_nope", "index": 0}}]),
-         "prompts.0.mask_input.job"),
-        (segment({"base64": "not base64 at all!"}), "image.base64"),
+         "prompts.0.mask_input.job", "unknown_job"),
+        (segment({"base64": "not base64 at all!"}), "image.base64", "invalid_base64"),
     ],
 )  # fmt: skip
-def test_invalid_jobs_are_422_with_the_field_path(local_stack: Stack, job: dict, field: str) -> None:
-    assert_error(lambda: local_stack.client.submit(job), 422, "validation_error", field)
+def test_invalid_jobs_are_422_with_the_field_path(local_stack: Stack, job: dict, field: str, code: str) -> None:
+    assert_error(lambda: local_stack.client.submit(job), 422, code, field)
 
 
 def test_base64_over_the_cap_is_413(local_stack: Stack) -> None:
