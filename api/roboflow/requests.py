@@ -42,7 +42,9 @@ class Lenient(BaseModel):
 class RoboflowImage(Lenient):
     """``{"type": "base64" | "url", "value": …}`` (Roboflow's ``InferenceRequestImage``)."""
 
-    type: Annotated[str, Field(description="base64 or url", json_schema_extra={"pattern": "^([Bb][Aa][Ss][Ee]64|[Uu][Rr][Ll])$"})]
+    type: Annotated[
+        str, Field(description="base64 or url", json_schema_extra={"pattern": "^([Bb][Aa][Ss][Ee]64|[Uu][Rr][Ll])$"})
+    ]
     value: Annotated[str, Field(min_length=1)]
 
     @field_validator("type")
