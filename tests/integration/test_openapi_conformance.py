@@ -11,6 +11,7 @@ schemathesis' own pytest integration (``schemathesis.pytest.from_fixture``) does
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis import GenerationMode
@@ -41,8 +42,11 @@ from samq.client import TERMINAL, ClientError
 from tests.support.images import b64, png_bytes, scene
 from tests.support.stack import Stack
 
-MAX_EXAMPLES = 25
-"""Per operation and generation mode: a few hundred requests in all, about 15 s."""
+MAX_EXAMPLES = int(os.environ.get("SAMQ_FUZZ_EXAMPLES", "25"))
+"""Per operation and generation mode: a few hundred requests in all, about 20 s. The long run (README,
+Development): ``SAMQ_FUZZ_EXAMPLES=1000 SAMQ_FUZZ_SEED=1`` and again with ``SAMQ_FUZZ_SEED=2``."""
+FUZZ_SEED = os.environ.get("SAMQ_FUZZ_SEED")
+"""A seed makes the run random from that seed; without one, each case's examples are derived from its name."""
 BEYOND_THE_SCHEMA = {
     "invalid_value",
     "unknown_upload",
@@ -90,7 +94,7 @@ CHECKS = [
 ]
 HYPOTHESIS = settings(
     max_examples=MAX_EXAMPLES,
-    derandomize=True,
+    derandomize=FUZZ_SEED is None,
     database=None,  # nothing written under .hypothesis/
     deadline=None,  # a real server's latency is not the property under test
     phases=[Phase.explicit, Phase.generate, Phase.shrink],
@@ -166,6 +170,7 @@ def test_every_answer_conforms_to_the_document(
                 strategies.append(operation.as_strategy(mode, **known_inputs[parameter.name]))  # type: ignore[arg-type]
 
     @HYPOTHESIS
+    @seed(int(FUZZ_SEED or 0))
     @given(case=st.one_of(strategies))
     def check(case: schemathesis.Case) -> None:
         if case.headers and "Prefer" in case.headers:
