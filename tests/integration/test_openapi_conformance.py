@@ -62,15 +62,19 @@ BEYOND_THE_SCHEMA = {
     "url_refused",
     "media_not_found",
     "idempotency_key_reused",
+    "invalid_image",
+    "unsupported_media_type",
+    "media_too_large",
 }
-"""The 422 codes of what a JSON schema cannot say (an id that does not exist, a point outside an image the server
-has not read yet, bytes that are not base64, box corners out of order): a schema-valid request may get one of
-these, never ``validation_error``."""
+"""The codes of what a JSON schema cannot say (an id that does not exist, a point outside an image the server has
+not read yet, bytes that are not base64 or not an image, box corners out of order): a schema-valid request may get
+one of these (422; 400 or 413 for an image a Roboflow route's job could not load, as Roboflow answers), never
+``validation_error``."""
 
 
 def schema_valid_requests_are_accepted(ctx: Any, response: Any, case: schemathesis.Case) -> bool | None:
-    """schemathesis' positive_data_acceptance, except for the 422s of BEYOND_THE_SCHEMA."""
-    if response.status_code == 422:
+    """schemathesis' positive_data_acceptance, except for the refusals of BEYOND_THE_SCHEMA."""
+    if response.status_code in (400, 413, 422):
         try:
             code = response.json()["error"]["code"]
         except (ValueError, KeyError, TypeError):
