@@ -26,7 +26,10 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    ensure_resource_availability,
+    ignored_auth,
     missing_required_header,
     negative_data_rejection,
     positive_data_acceptance,
@@ -34,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
     unsupported_method,
+    use_after_free,
 )
 
 from api.openapi import build_openapi
@@ -95,7 +99,13 @@ CHECKS = [
     schema_valid_requests_are_accepted,
     missing_required_header,
     unsupported_method,
+    allow_header_conformance,
+    ignored_auth,
+    use_after_free,
+    ensure_resource_availability,
 ]
+"""Every check schemathesis has (its positive-data acceptance as above), but object_level_authorization: one
+tenant here (tests/integration/test_tenants.py probes every route across tenants)."""
 HYPOTHESIS = settings(
     max_examples=MAX_EXAMPLES,
     derandomize=FUZZ_SEED is None,
