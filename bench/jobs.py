@@ -124,7 +124,7 @@ def run_concept(client: Client, spec: dict[str, Any], expect: str | None) -> Con
     job = client.submit(spec, wait=WAIT_SECONDS)
     if job["status"] not in ("succeeded", "failed", "canceled"):
         job = client.wait(job["id"], timeout=CONCEPT_JOB_TIMEOUT, interval=0.05)
-        job = client.job(job["id"])
+        job = client.get(job["id"])
     e2e_ms = (time.perf_counter() - started) * 1000
     require_succeeded(job)
     timed = ConceptTimed(job, e2e_ms, len(spec["prompts"]))

@@ -55,7 +55,7 @@ def measure_roboflow(options: RoboflowOptions, stack: Stack, hw: dict[str, Any])
     idle = []
     for _ in range(100):  # the floor: the same poll with nothing else running
         t0 = time.perf_counter()
-        client.job(embed_job["id"])
+        client.get(embed_job["id"])
         idle.append((time.perf_counter() - t0) * 1000)
     rounds = [_load_round(stack, client, version, options.calls, embed_job["id"], r) for r in range(options.rounds)]
     polls = [p for r in rounds for p in r["poll_ms"]]
@@ -133,7 +133,7 @@ def _load_round(stack: Stack, client: Client, version: str, calls: int, poll_id:
     def poll() -> None:
         while not done.is_set():
             started = time.perf_counter()
-            client.job(poll_id)
+            client.get(poll_id)
             poll_ms.append((time.perf_counter() - started) * 1000)
             time.sleep(0.02)
 

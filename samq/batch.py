@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import mimetypes
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from samq.client import TERMINAL, Client
+from samq.client import Client
 from samq.commands import UsageError, prompt_of
-from samq.progress import RateMeter, StatusLine, progress_line
+from samq.jobs import Job
+from samq.media import content_type_of
+from samq.progress import JobProgress, ProgressDisplay
 from tasks.names import IMAGE_EXTENSIONS, RESULT_DOCUMENT, VIDEO_EXTENSIONS
 
 
@@ -24,14 +23,21 @@ def cmd_batch(args: argparse.Namespace) -> int:
     files, video = ([], args.video) if s3 else media_files(root, args.video)
     template = batch_template(args, video)  # before any upload: a bad prompt costs nothing
     client = Client(args.url, args.api_key)
-    inputs = {"s3_prefix": args.source} if s3 else upload_inputs(client, root, files, StatusLine(sys.stderr))
+    if s3:
+        inputs = {"s3_prefix": args.source}
+    else:
+        with ProgressDisplay(sys.stderr) as display:
+            inputs = upload_inputs(client, root, files, display)
     job = client.submit(batch_job(args, template, inputs))
     if args.no_wait:
         print(job["id"])
         return 0
-    print(f"submitted {job['id']}", flush=True)
+    print(f"submitted {job.id}", flush=True)
+    if job.view_url:
+        print(f"view: {job.view_url}", flush=True)
     try:
-        job = watch_batch(client, job["id"], StatusLine(sys.stderr))
+        with JobProgress(sys.stderr) as display:
+            job.wait(interval=0.5, on_update=display.update)
     except KeyboardInterrupt:
         print(f"\njob continues on the server: samq wait {job['id']}", file=sys.stderr)
         return 130
@@ -94,39 +100,19 @@ def batch_job(args: argparse.Namespace, template: dict[str, Any], inputs: dict[s
     }
 
 
-def upload_inputs(client: Client, root: Path, files: list[Path], status: StatusLine) -> dict[str, Any]:
+def upload_inputs(client: Client, root: Path, files: list[Path], display: ProgressDisplay) -> dict[str, Any]:
     """Upload every file, then a JSONL manifest naming each by its posix path relative to ``root``."""
-    meter, lines = RateMeter(), []
+    lines = []
+    display.show("upload", "uploading", 0, len(files), "files")
     for done, path in enumerate(files, 1):
-        upload = client.upload(path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        upload = client.upload(path.read_bytes(), content_type_of(path))
         lines.append(json.dumps({"upload": upload["id"], "name": path.relative_to(root).as_posix()}) + "\n")
-        meter.add(time.monotonic(), done)
-        status.show(f"uploading {progress_line(done, len(files), meter.rate, unit='files')}", final=done == len(files))
+        display.show("upload", "uploading", done, len(files), "files")
     manifest = client.upload("".join(lines).encode(), "application/x-ndjson")
     return {"manifest": {"upload": manifest["id"]}}
 
 
-def watch_batch(client: Client, job_id: str, status: StatusLine) -> dict[str, Any]:
-    """Poll the job until it is terminal, drawing its progress line."""
-    meter = RateMeter()
-
-    def show(job: dict[str, Any]) -> None:
-        progress = job["progress"]
-        meter.add(time.monotonic(), progress["done"])
-        line = progress_line(progress["done"], progress["total"], meter.rate, _failed(job))
-        status.show(f"{job['status']:<9} {line}", final=job["status"] in TERMINAL)
-
-    return client.wait(job_id, timeout=math.inf, interval=0.5, on_update=show)
-
-
-def _failed(job: dict[str, Any]) -> int | None:
-    """Failed items so far, where the job says (its progress while running, its summary at the end)."""
-    summary = (job["result"] or {}).get("summary", {})
-    failed = job["progress"].get("failed", summary.get("failed"))
-    return failed if isinstance(failed, int) else None
-
-
-def _batch_outcome(client: Client, job: dict[str, Any], out: Path) -> int:
+def _batch_outcome(client: Client, job: Job, out: Path) -> int:
     """Print the outcome and download the result files worth having locally (a failed batch's too)."""
     print(f"{job['id']}: {job['status']}")
     if job["error"]:

@@ -1,7 +1,8 @@
 """``samq``: the user's door.
 
-``up`` (the embedded default), ``api``, ``worker``, ``submit`` (one image), ``batch`` (a directory of images or
-videos, or an ``s3://`` prefix: uploads, a progress bar, the export downloaded), ``wait``, ``demo``.
+``up`` (the embedded default), ``api``, ``worker``, ``demo``; ``submit`` (one image), ``batch`` (a directory of
+images or videos, or an ``s3://`` prefix: uploads, a progress bar, the export downloaded), ``wait``; ``ls``, ``get``,
+``view``, ``cancel``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import sys
 from pathlib import Path
 from typing import TypeAlias
 
+import httpx
+
 from samq.batch import cmd_batch
-from samq.client import ClientError
+from samq.browse import cmd_cancel, cmd_get, cmd_ls, cmd_view
+from samq.client import DEFAULT_URL
 from samq.commands import UsageError, cmd_submit, cmd_wait, geometry_args
 from samq.embedded import ALL_QUEUES, StartupError
+from samq.errors import SamqError
 from samq.serve import cmd_api, cmd_demo, cmd_up, cmd_worker
-
-DEFAULT_URL = "http://127.0.0.1:8000"
+from tasks.jobs import JobStatus
+from tasks.names import JOB_TYPES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"samq: {e}", file=sys.stderr)
         return 2
-    except (ClientError, StartupError, OSError) as e:
+    except (SamqError, StartupError, OSError) as e:
         print(f"samq: {e}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as e:
+        print(f"samq: cannot reach the API at {getattr(args, 'url', '?')}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -42,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serving_commands(commands)
     _client_commands(commands)
     _batch_command(commands)
-    _wait_command(commands)
+    _job_commands(commands)
     return parser
 
 
@@ -52,8 +60,7 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _serving_commands(commands: Commands) -> None:
     """``up``, ``api``, ``worker``."""
     up = commands.add_parser("up", help="run Redis, one worker and the API locally (the embedded default)")
-    up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--data-dir", type=Path, default=Path("samq-data"))
+    _embedded_args(up)
     up.set_defaults(run=cmd_up)
 
     api = commands.add_parser("api", help="serve the HTTP API (waitress)")
@@ -70,25 +77,25 @@ def _serving_commands(commands: Commands) -> None:
     worker.add_argument(
         "--concurrency", type=int, default=None, help="processes (default 1); for --queues io alone, threads (16)"
     )
-    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--loglevel", default="INFO", help="Celery's log level (default INFO)")
     worker.set_defaults(run=cmd_worker)
 
 
 def _client_commands(commands: Commands) -> None:
     """``submit``, ``demo``."""
-    for name, helptext in (("submit", "segment an image"), ("demo", "samq up + a sample segment job, then stop")):
-        sub = commands.add_parser(name, help=helptext)
-        if name == "submit":
-            sub.add_argument("image", type=Path)
-            sub.add_argument("--url", default=os.environ.get("SAMQ_URL", DEFAULT_URL))
-            sub.add_argument("--wait", action="store_true", help="wait for the job and show progress")
-        else:
-            sub.add_argument("--port", type=int, default=8000)
-            sub.add_argument("--data-dir", type=Path, default=Path("samq-data"))
+    submit = commands.add_parser("submit", help="segment an image with a box and/or points")
+    submit.add_argument("image", type=Path, help="the image file")
+    _server_args(submit)
+    submit.add_argument("--wait", action="store_true", help="wait for the job, showing progress, and print its result")
+    demo = commands.add_parser(
+        "demo", help="samq up + a sample segment job: writes an annotated picture and prints the viewer page"
+    )
+    _embedded_args(demo)
+    demo.add_argument("--api-key", default=os.environ.get("SAMQ_API_KEY"), help="API key (default $SAMQ_API_KEY)")
+    for sub, run in ((submit, cmd_submit), (demo, cmd_demo)):
         geometry_args(sub)
-        sub.add_argument("--model", default="sam2.1_hiera_tiny")
-        sub.add_argument("--api-key", default=os.environ.get("SAMQ_API_KEY"))
-        sub.set_defaults(run=cmd_submit if name == "submit" else cmd_demo)
+        sub.add_argument("--model", default="sam2.1_hiera_tiny", help="the model (default sam2.1_hiera_tiny)")
+        sub.set_defaults(run=run)
 
 
 def _batch_command(commands: Commands) -> None:
@@ -113,17 +120,55 @@ def _batch_command(commands: Commands) -> None:
     batch.add_argument("--no-export", action="store_true", help="no coco.json (image batches export COCO by default)")
     batch.add_argument("--out", type=Path, help="where the result files go (default ./samq-batch-<job id>)")
     batch.add_argument("--no-wait", action="store_true", help="print the job id and exit")
-    batch.add_argument("--url", default=os.environ.get("SAMQ_URL", DEFAULT_URL))
-    batch.add_argument("--api-key", default=os.environ.get("SAMQ_API_KEY"))
+    _server_args(batch)
     batch.set_defaults(run=cmd_batch)
 
 
-def _wait_command(commands: Commands) -> None:
-    wait = commands.add_parser("wait", help="wait for a job and print it")
-    wait.add_argument("job_id")
-    wait.add_argument("--url", default=os.environ.get("SAMQ_URL", DEFAULT_URL))
-    wait.add_argument("--api-key", default=os.environ.get("SAMQ_API_KEY"))
+def _job_commands(commands: Commands) -> None:
+    """``wait``, ``ls``, ``get``, ``view``, ``cancel``."""
+    wait = commands.add_parser("wait", help="wait for a job, showing progress, and print its result")
+    wait.add_argument("job_id", help="the job's id (job_…)")
+    _server_args(wait)
     wait.set_defaults(run=cmd_wait)
+
+    ls = commands.add_parser("ls", help="list jobs, newest first")
+    ls.add_argument("--status", choices=[s.value for s in JobStatus], help="only jobs in this status")
+    ls.add_argument("--type", choices=JOB_TYPES, help="only jobs of this type")
+    ls.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    ls.add_argument("--json", action="store_true", help="one job object per line, as JSON")
+    _server_args(ls)
+    ls.set_defaults(run=cmd_ls)
+
+    get = commands.add_parser("get", help="print a job as JSON; --out downloads its result files")
+    get.add_argument("job_id", help="the job's id (job_…)")
+    get.add_argument("--out", type=Path, help="download every result file into this directory")
+    _server_args(get)
+    get.set_defaults(run=cmd_get)
+
+    view = commands.add_parser("view", help="print the job's page in the results viewer")
+    view.add_argument("job_id", help="the job's id (job_…)")
+    view.add_argument("--open", action="store_true", help="open it in the web browser")
+    _server_args(view)
+    view.set_defaults(run=cmd_view)
+
+    cancel = commands.add_parser("cancel", help="cancel jobs (a running one stops at its next checkpoint)")
+    cancel.add_argument("job_ids", nargs="+", metavar="JOB_ID", help="the jobs' ids (job_…)")
+    _server_args(cancel)
+    cancel.set_defaults(run=cmd_cancel)
+
+
+def _server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default=os.environ.get("SAMQ_URL", DEFAULT_URL), help=f"the API (default $SAMQ_URL or {DEFAULT_URL})"
+    )
+    parser.add_argument("--api-key", default=os.environ.get("SAMQ_API_KEY"), help="API key (default $SAMQ_API_KEY)")
+
+
+def _embedded_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8000, help="the API's port on 127.0.0.1 (default 8000)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("samq-data"), help="where Redis and results live (default ./samq-data)"
+    )
 
 
 if __name__ == "__main__":

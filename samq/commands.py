@@ -1,15 +1,16 @@
-"""The client commands: ``samq submit`` (one image) and ``samq wait``, and the prompt options they share with
+"""The client commands ``samq submit`` (one image) and ``samq wait``, and the prompt options they share with
 ``samq batch`` and ``samq demo``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import mimetypes
 import sys
 from typing import Any
 
 from samq.client import Client
+from samq.jobs import Job
+from samq.progress import JobProgress
 
 
 class UsageError(Exception):
@@ -17,27 +18,26 @@ class UsageError(Exception):
 
 
 def geometry_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--point", action="append", default=[], help="x,y or x,y,neg (repeatable)")
-    parser.add_argument("--box", help="x0,y0,x1,y1 in pixels")
+    parser.add_argument(
+        "--point", action="append", default=[], help="a point prompt x,y (positive) or x,y,neg (repeatable)"
+    )
+    parser.add_argument("--box", help="a box prompt x0,y0,x1,y1 in pixels of the original image")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     client = Client(args.url, args.api_key)
-    upload = client.upload(
-        args.image.read_bytes(), mimetypes.guess_type(args.image.name)[0] or "application/octet-stream"
-    )
-    job = client.submit(segment_job(args, {"upload": upload["id"]}))
-    print(f"submitted {job['id']} ({args.url}/v1/jobs/{job['id']})", flush=True)
+    job = client.submit(segment_job(args, client.media(args.image)))
+    print(f"submitted {job.id} ({client.base_url}/v1/jobs/{job.id})", flush=True)
     if not args.wait:
         return 0
-    return follow(client, job["id"])
+    return follow(job)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    return follow(Client(args.url, args.api_key), args.job_id)
+    return follow(Client(args.url, args.api_key).get(args.job_id))
 
 
-def segment_job(args: argparse.Namespace, image: dict[str, str]) -> dict[str, Any]:
+def segment_job(args: argparse.Namespace, image: dict[str, Any]) -> dict[str, Any]:
     return {"type": "segment", "model": args.model, "image": image, "prompts": [prompt_of(args)]}
 
 
@@ -63,23 +63,18 @@ def _point(text: str) -> dict[str, Any]:
         raise UsageError(f"--point {text!r}: expected x,y or x,y,neg") from e
 
 
-def follow(client: Client, job_id: str) -> int:
-    def show(job: dict[str, Any]) -> None:
-        progress = job["progress"]
-        print(
-            f"\r{job_id}: {job['status']:<9} {progress['done']}/{progress['total']} {progress['unit']}",
-            end="",
-            flush=True,
-        )
-
-    job = client.wait(job_id, on_update=show)
-    print(flush=True)
-    if job["status"] != "succeeded":
-        print(json.dumps(job["error"] or {"status": job["status"]}, indent=2), file=sys.stderr)
+def follow(job: Job) -> int:
+    """Wait for the job with a progress display on stderr, then print its outcome, files and viewer page."""
+    with JobProgress(sys.stderr) as display:
+        job.wait(on_update=display.update)
+    if job.status != "succeeded":
+        print(json.dumps(job["error"] or {"status": job.status}, indent=2), file=sys.stderr)
         return 1
     result = job["result"]
     print(f"result: {result['url']}")
     for file in result["files"]:
         print(f"  {file['name']} ({file['bytes']} bytes): {file['url']}")
     print(f"summary: {json.dumps(result['summary'])}")
+    if job.view_url:
+        print(f"view: {job.view_url}")
     return 0

@@ -91,14 +91,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with embedded(args.data_dir, args.port) as (url, _):
         print(f"samq is up at {url}", flush=True)
         client = Client(url, args.api_key)
-        upload = client.upload(_sample_image(), "image/png")
         if not args.point and not args.box:
             args.point, args.box = ["200,150"], "120,90,280,210"
-        job = client.submit(segment_job(args, {"upload": upload["id"]}))
-        print(f"submitted {job['id']}", flush=True)
-        code = follow(client, job["id"])
+        job = client.submit(segment_job(args, client.media(_sample_image())))
+        print(f"submitted {job.id}", flush=True)
+        code = follow(job)
         if code == 0:
-            result = client.result(job["id"])
+            result = job.result()
             for instance in result["instances"]:
                 print(
                     f"  instance {instance['index']}: score {instance['score']:.3f} bbox {instance['bbox']} area {instance['area']}"

@@ -7,7 +7,8 @@ import urllib.request
 
 import pytest
 
-from samq.client import Client, ClientError
+from samq.client import Client
+from samq.errors import ApiError
 from tests.support.images import b64, bomb_png, png_bytes, scene
 from tests.support.stack import Stack
 
@@ -26,7 +27,7 @@ def raw_post(stack: Stack, path: str, body: bytes, content_type: str = "applicat
 
 
 def assert_error(client_call: object, status: int, code: str, field: str | None = None) -> dict:
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(ApiError) as caught:
         client_call()  # type: ignore[operator]
     assert caught.value.status == status, caught.value.body
     error = caught.value.body["error"]
@@ -87,7 +88,7 @@ def test_base64_over_the_cap_is_413(local_stack: Stack) -> None:
 
 def test_unknown_job_is_404_and_cancel_of_finished_job_is_409(local_stack: Stack) -> None:
     client = local_stack.client
-    assert_error(lambda: client.job("job_0123456789abcdef01234567"), 404, "job_not_found")
+    assert_error(lambda: client.get("job_0123456789abcdef01234567"), 404, "job_not_found")
     assert_error(lambda: client.request("POST", "/v1/jobs/job_nope/cancel"), 404, "job_not_found")
     assert_error(lambda: client.result("job_nope"), 404, "job_not_found")
     done = client.submit(segment(good_image()), wait=60)
@@ -147,7 +148,7 @@ def test_prompts_outside_an_uploaded_image_are_refused_at_submit(
 ) -> None:
     """The upload's size is read from its header when it is stored; the 320×240 scene has x < 320."""
     upload = local_stack.client.upload(png_bytes(scene()), "image/png")
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(ApiError) as caught:
         local_stack.client.submit(segment({"upload": upload["id"]}, prompts))
     assert caught.value.status == 422
     detail = caught.value.body["error"]["details"][0]
@@ -158,7 +159,7 @@ def test_a_decompression_bomb_is_refused_at_submit_from_its_header(local_stack: 
     """A 30 000 × 30 000 PNG (a few KB on disk): its header is read at upload, nothing is decoded, 422 at submit.
     (The worker refuses it too, from the header, for images the API cannot size: tests/unit/test_images.py.)"""
     upload = local_stack.client.upload(bomb_png(30_000), "image/png")
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(ApiError) as caught:
         local_stack.client.submit(segment({"upload": upload["id"]}, GOOD_PROMPTS))
     assert caught.value.status == 422
     error = caught.value.body["error"]

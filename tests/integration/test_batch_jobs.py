@@ -16,8 +16,9 @@ import redis
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from samq.client import Client, ClientError
+from samq.client import Client
 from samq.embedded import redis_server
+from samq.errors import ApiError
 from tasks.batch_store import BatchStore
 from tests.support.images import png_bytes, scene
 from tests.support.stack import Stack, s3_storage_env, stack_env
@@ -123,10 +124,10 @@ def test_corrupt_items_fail_alone_until_the_failure_rate_is_exceeded(local_stack
     assert {f["name"] for f in document["failures"]} == {f"{i:03d}.png" for i in corrupt}
     assert {f["error"]["code"] for f in document["failures"]} == {"invalid_image"}
     assert document["failure_codes"] == {"invalid_image": 10}
-    with pytest.raises(ClientError) as failed_item:
+    with pytest.raises(ApiError) as failed_item:
         client.request("GET", f"/v1/jobs/{lenient['id']}/items/3")
     assert (failed_item.value.status, failed_item.value.body["error"]["code"]) == (409, "item_failed")
-    with pytest.raises(ClientError) as no_item:
+    with pytest.raises(ApiError) as no_item:
         client.request("GET", f"/v1/jobs/{lenient['id']}/items/100")
     assert (no_item.value.status, no_item.value.body["error"]["code"]) == (404, "item_not_found")
 
@@ -154,11 +155,11 @@ def test_listed_items_are_checked_at_submit(local_stack: Stack) -> None:
     upload = client.upload(image(0), "image/png")["id"]
     # a segment item without prompts segments its most prominent object; a concept item needs a phrase or a box
     no_prompts = {"type": "batch", "template": {"type": "concept"}, "inputs": {"items": [{"upload": upload}]}}
-    with pytest.raises(ClientError) as missing:
+    with pytest.raises(ApiError) as missing:
         client.submit(no_prompts)
     assert missing.value.status == 422
     assert missing.value.body["error"]["details"][0]["field"] == "inputs.items.0.prompts"
-    with pytest.raises(ClientError) as unknown:
+    with pytest.raises(ApiError) as unknown:
         client.submit(segment_batch({"items": [{"upload": "upl_doesnotexist"}]}))
     assert unknown.value.body["error"]["details"][0]["field"] == "inputs.items.0.upload"
 
@@ -167,7 +168,7 @@ def test_cancel_stops_new_items_within_seconds(local_stack: Stack) -> None:
     client = local_stack.client
     uploads = upload_all(client, [image(i) for i in range(150)])
     job = client.submit(segment_batch({"items": [{"upload": u} for u in uploads]}))
-    wait_until(lambda: client.job(job["id"])["progress"]["done"] >= 5, 300, "the batch to start")
+    wait_until(lambda: client.get(job["id"])["progress"]["done"] >= 5, 300, "the batch to start")
     client.request("POST", f"/v1/jobs/{job['id']}/cancel")
     asked = time.monotonic()
     done = client.wait(job["id"], timeout=60, interval=0.1)
@@ -214,7 +215,7 @@ def test_kill_9_mid_batch_and_a_lost_finalizer_still_finish_with_every_item_once
 
     wait_until(lambda: store.expect(job_id).complete, 600, "every shard to complete")
     time.sleep(3)  # several reconcile passes: nothing finalizes while the dead finalizer's claim is live
-    assert client.job(job_id)["status"] == "running"
+    assert client.get(job_id)["status"] == "running"
     store._redis.pexpire(final_key, 1)  # the dead finalizer's lease lapses
 
     done = client.wait(job_id, timeout=120, interval=0.2)
@@ -238,7 +239,7 @@ def test_an_interactive_job_starts_within_2s_during_a_large_batch(bulk_stack: St
     bulk_stack.start_worker("bulk,io")
     uploads = upload_all(client, [image(i) for i in range(400)])
     batch = client.submit(segment_batch({"items": [{"upload": u} for u in uploads]}))
-    wait_until(lambda: client.job(batch["id"])["progress"]["done"] >= 8, 300, "the batch to be under way")
+    wait_until(lambda: client.get(batch["id"])["progress"]["done"] >= 8, 300, "the batch to be under way")
 
     segment = client.submit({"type": "segment", "image": {"upload": uploads[0]}, "prompts": [{"box": BOX}]})
     done = client.wait(segment["id"], timeout=60, interval=0.05)
@@ -246,7 +247,7 @@ def test_an_interactive_job_starts_within_2s_during_a_large_batch(bulk_stack: St
     assert done["status"] == "succeeded", done["error"]
     waited = _seconds(done["started_at"]) - _seconds(done["created_at"])
     assert waited < 2.0, f"the segment job waited {waited:.2f}s behind the batch"
-    assert client.job(batch["id"])["status"] == "running"  # it really ran during the batch
+    assert client.get(batch["id"])["status"] == "running"  # it really ran during the batch
     client.request("POST", f"/v1/jobs/{batch['id']}/cancel")
 
 
@@ -294,7 +295,7 @@ def test_an_s3_prefix_batch_lists_every_image_under_the_prefix(prefix_stack: Sta
     assert done["result"]["summary"]["succeeded"] == 12
     index = [json.loads(line) for line in download(files_of(done)["items.jsonl"]).splitlines()]
     assert [line["name"] for line in index] == sorted(f"part{i % 2}/{i:02d}.png" for i in range(12))
-    with pytest.raises(ClientError) as refused:
+    with pytest.raises(ApiError) as refused:
         client.submit(segment_batch({"s3_prefix": "s3://samq-test/default/"}))
     assert refused.value.status == 422
 

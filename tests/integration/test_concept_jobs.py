@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from samq.client import ClientError
+from samq.errors import ApiError
 from tests.support.images import b64, png_bytes, scene
 from tests.support.sam3_reference import reference_concept, reference_detect, reference_track
 from tests.support.stack import TEST_IMAGE_SIZE, Stack
@@ -96,7 +96,7 @@ def test_a_sam3_segment_job_equals_the_direct_tracker_call(local_stack: Stack) -
 )
 def test_bad_concept_prompts_are_422_with_the_field_path(local_stack: Stack, prompts: list, field: str) -> None:
     upload = local_stack.client.upload(png_bytes(scene()), "image/png")
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(ApiError) as caught:
         local_stack.client.submit(concept({"upload": upload["id"]}, prompts))
     assert caught.value.status == 422
     assert field in [d["field"] for d in caught.value.body["error"]["details"]]

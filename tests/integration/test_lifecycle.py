@@ -25,7 +25,7 @@ def test_cancel_of_a_queued_job_is_immediate_and_the_worker_skips_it(bare_stack:
     bare_stack.start_worker("interactive")
     after = client.submit(segment({"base64": b64(png_bytes(scene()))}), wait=60)
     assert after["status"] == "succeeded"
-    final = client.job(job["id"])
+    final = client.get(job["id"])
     assert final["status"] == "canceled" and final["attempts"] == 0
 
 
@@ -34,7 +34,7 @@ def test_cancel_of_a_running_job_stops_it_at_the_next_checkpoint(bare_stack: Sta
     bare_stack.start_worker("interactive", {"SAMQ_IMAGE_SIZE": "1024"})
     job = client.submit(segment({"base64": b64(png_bytes(scene(640, 480)))}))
     deadline = time.monotonic() + 60
-    while client.job(job["id"])["status"] != "running":
+    while client.get(job["id"])["status"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.05)
     flagged = client.request("POST", f"/v1/jobs/{job['id']}/cancel")

@@ -42,7 +42,8 @@ from schemathesis.specs.openapi.checks import (
 
 from api.openapi import build_openapi
 from api.views import ErrorBody
-from samq.client import TERMINAL, ClientError
+from samq.errors import ApiError
+from samq.jobs import TERMINAL
 from tests.support.images import b64, png_bytes, scene
 from tests.support.stack import Stack
 
@@ -230,5 +231,5 @@ def _cancel_unfinished(stack: Stack) -> None:
             if job["status"] not in TERMINAL:
                 try:
                     stack.client.request("POST", f"/v1/jobs/{job['id']}/cancel")
-                except ClientError:  # it finished meanwhile (409)
+                except ApiError:  # it finished meanwhile (409)
                     continue

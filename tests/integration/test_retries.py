@@ -84,7 +84,7 @@ def wait_for_retry(client: Client, job_id: str) -> float:
     """Wait until the first attempt failed transiently and the job is queued again; when that was seen."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        job = client.job(job_id)
+        job = client.get(job_id)
         if job["status"] == "queued" and job["attempts"] == 1:
             assert job["error"]["code"] == "media_fetch_failed"
             return time.time()
@@ -134,7 +134,7 @@ def test_redis_killed_and_restarted_while_a_job_waits_out_its_backoff_loses_noth
 
 def wait_running(client: Client, job_id: str) -> None:
     deadline = time.monotonic() + 120
-    while client.job(job_id)["status"] != "running":
+    while client.get(job_id)["status"] != "running":
         assert time.monotonic() < deadline, f"job {job_id} never started"
         time.sleep(0.05)
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from samq.client import Client, ClientError
+from samq.client import Client
+from samq.errors import ApiError
 from tests.integration.conftest import TENANT_KEYS
 from tests.support.images import b64, png_bytes, scene
 from tests.support.sam2_reference import reference_predictions
@@ -28,7 +29,8 @@ def call(stack: Stack, route: str, body: dict[str, Any], key: str | None = KEY) 
     """POST like the docs' curl: JSON body, the key in the query string."""
     query = f"?api_key={key}" if key else ""
     data = json.dumps(body).encode()
-    return Client(stack.api_url, timeout=120).request("POST", route + query, data, {"Content-Type": "application/json"})
+    client = Client(stack.api_url, timeout=120, max_retries=0)
+    return client.request("POST", route + query, content=data, headers={"Content-Type": "application/json"})
 
 
 def newest_jobs(stack: Stack, count: int) -> list[dict[str, Any]]:
@@ -59,10 +61,10 @@ def test_a_chosen_image_id_is_embedded_once_and_segmented_by_name(tenant_stack: 
     native = tenant_stack.client_for(KEY).result(segment["id"])["instances"]
     assert answer["predictions"][0]["masks"] == native[0]["rle"]
 
-    with pytest.raises(ClientError) as unknown:  # another model never saw the name
+    with pytest.raises(ApiError) as unknown:  # another model never saw the name
         call(tenant_stack, "/sam2/segment_image", body | {"sam2_version_id": "hiera_small"})
     assert unknown.value.status == 422 and "unknown image_id 'example_image_id'" in unknown.value.body["message"]
-    with pytest.raises(ClientError) as missing:
+    with pytest.raises(ApiError) as missing:
         call(tenant_stack, "/sam2/segment_image", {"prompts": prompts})
     assert missing.value.status == 422 and missing.value.body["message"].startswith("send the image")
 
@@ -135,19 +137,19 @@ def test_a_call_outliving_its_wait_names_its_job_which_still_completes(waiting_s
         "sam2_version_id": "hiera_tiny",
     }
     bodies = [body, body | {"multimask_output": False}]
-    outcomes: dict[int, ClientError | dict[str, Any]] = {}
+    outcomes: dict[int, ApiError | dict[str, Any]] = {}
 
     def blocked(index: int) -> None:
         try:
             outcomes[index] = call(waiting_stack, "/sam2/segment_image", bodies[index], key=None)
-        except ClientError as e:
+        except ApiError as e:
             outcomes[index] = e
 
     threads = [threading.Thread(target=blocked, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
     time.sleep(0.5)
-    with pytest.raises(ClientError) as busy:  # both slots taken
+    with pytest.raises(ApiError) as busy:  # both slots taken
         call(waiting_stack, "/sam2/segment_image", body | {"format": "rle"}, key=None)
     assert busy.value.status == 503 and "SAMQ_API_ROBOFLOW_MAX_WAITING" in busy.value.body["message"]
     for thread in threads:
@@ -156,11 +158,11 @@ def test_a_call_outliving_its_wait_names_its_job_which_still_completes(waiting_s
     job_ids = []
     for index in range(2):
         outcome = outcomes[index]
-        assert isinstance(outcome, ClientError) and outcome.status == 504, outcome
+        assert isinstance(outcome, ApiError) and outcome.status == 504, outcome
         job_id = outcome.body["error"]["details"][0]["job_id"]
         assert outcome.body["message"].startswith(f"job {job_id} is still queued after 2 s; it goes on")
         job_ids.append(job_id)
-    with pytest.raises(ClientError) as again:  # the client retries a 504: the same call joins the same job
+    with pytest.raises(ApiError) as again:  # the client retries a 504: the same call joins the same job
         call(waiting_stack, "/sam2/segment_image", body, key=None)
     assert again.value.status == 504 and again.value.body["error"]["details"][0]["job_id"] == job_ids[0]
     assert len(waiting_stack.client.request("GET", "/v1/jobs")["data"]) == 2

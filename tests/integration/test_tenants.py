@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from samq.client import Client, ClientError
+from samq.client import Client
+from samq.errors import ApiError
 from tests.integration.conftest import PRESIGN_SECONDS, TENANT_KEYS
 from tests.support.images import png_bytes, scene
 from tests.support.stack import Stack
@@ -31,7 +32,7 @@ def client(stack: Stack, tenant: str) -> Client:
 
 
 def status_of(call: Any) -> int:
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(ApiError) as caught:
         call()
     return caught.value.status
 
@@ -44,7 +45,7 @@ def test_another_tenants_ids_are_404_on_every_route(tenant_stack: Stack) -> None
     assert done["status"] == embedded["status"] == "succeeded"
     job_id = done["id"]
 
-    assert status_of(lambda: beta.job(job_id)) == 404
+    assert status_of(lambda: beta.get(job_id)) == 404
     assert status_of(lambda: beta.result(job_id)) == 404
     assert status_of(lambda: beta.request("POST", f"/v1/jobs/{job_id}/cancel")) == 404
     assert status_of(lambda: beta.request("GET", f"/v1/jobs/{job_id}/deliveries")) == 404
@@ -58,7 +59,7 @@ def test_another_tenants_ids_are_404_on_every_route(tenant_stack: Stack) -> None
     image_id = embedded["result"]["summary"]["image_id"]
     stolen = beta.submit(segment({"image_id": image_id}), wait=60)
     assert stolen["status"] == "failed" and stolen["error"]["code"] == "embedding_not_found"
-    assert status_of(lambda: Client(tenant_stack.api_url, api_key="wrong").job(job_id)) == 401
+    assert status_of(lambda: Client(tenant_stack.api_url, api_key="wrong").get(job_id)) == 401
 
 
 def test_presigned_result_urls_expire(tenant_stack: Stack) -> None:
@@ -80,7 +81,7 @@ def test_a_tenant_over_its_request_rate_gets_429_with_retry_after(tenant_stack: 
         try:
             slow.request("GET", "/v1/jobs")
             answers.append(200)
-        except ClientError as e:
+        except ApiError as e:
             answers.append(e.body["error"]["code"])
     assert answers[:3] == [200, 200, 200] and "rate_limited" in answers[3:]
     request = urllib.request.Request(
@@ -125,7 +126,7 @@ def test_a_tenant_at_its_queued_job_limit_gets_429_until_one_finishes(
     quota, alpha = client(tenant_stack, "quota"), client(tenant_stack, "alpha")
     url, gate = gated_image
     first = quota.submit(segment({"url": url}))
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(ApiError) as caught:
         quota.submit(segment({"url": url}))
     assert caught.value.status == 429 and caught.value.body["error"]["code"] == "too_many_jobs"
     assert "SAMQ_API_MAX_QUEUED_JOBS" in caught.value.body["error"]["message"]

@@ -15,7 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from samq.client import Client, ClientError
+from samq.client import Client
+from samq.errors import ApiError
 from storage import keys
 from tests.support.stack import TEST_IMAGE_SIZE, Stack
 from tests.support.videos import (
@@ -77,7 +78,7 @@ def finish(client: Client, job_id: str, timeout: float = 600) -> dict[str, Any]:
 def wait_frames(client: Client, job_id: str, frames: int, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = client.job(job_id)
+        job = client.get(job_id)
         assert job["status"] in ("queued", "running"), job
         if job["progress"]["unit"] == "frames" and job["progress"]["done"] >= frames:
             return job
@@ -266,7 +267,7 @@ def test_bad_seeds_fail_and_the_worker_stays_healthy(local_stack: Stack, tmp_pat
     ids=["no-objects", "seed-skipped", "sam3-no-concepts", "no-geometry", "no-detections", "duplicate-ids"],
 )
 def test_invalid_track_specs_are_422(local_stack: Stack, fields: dict[str, Any], says: str) -> None:
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(ApiError) as caught:
         local_stack.client.submit(track({"upload": "upl_missing"}, **fields))
     assert caught.value.status == 422
     assert any(says in d["message"] for d in caught.value.body["error"]["details"]), caught.value.body

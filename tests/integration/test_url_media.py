@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from samq.client import ClientError
+from samq.errors import ApiError
 from tests.support.images import png_bytes, scene
 from tests.support.stack import Stack
 
@@ -84,7 +84,7 @@ LOOPBACK_FORMS = [
 def test_loopback_urls_are_refused_at_submit_unless_allow_listed(bare_stack: Stack, url: str) -> None:
     """Loopback forms only end to end (a broken guard must never reach a real host); tests/unit/test_egress.py
     checks the other ranges (metadata, private, CGNAT, …) against the guard with connections patched to fail."""
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(ApiError) as caught:
         bare_stack.client.submit(job(url))
     assert caught.value.status == 422
     assert caught.value.body["error"]["code"] == "url_refused"

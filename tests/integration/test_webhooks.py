@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from samq.client import Client, ClientError
+from samq.client import Client
 from samq.embedded import MODEL_QUEUES, free_port, redis_server
+from samq.errors import ApiError
 from tests.integration.conftest import TENANT_KEYS
 from tests.support.images import b64, png_bytes, scene
 from tests.support.receiver import Receiver, receiving
@@ -74,7 +75,7 @@ def test_a_failing_receiver_gets_the_event_again_with_the_same_id(alpha: Client,
         (2, 500, "retrying"),
         (3, 200, "delivered"),
     ]
-    assert alpha.job(done["id"])["status"] == "succeeded", "deliveries never change the job"
+    assert alpha.get(done["id"])["status"] == "succeeded", "deliveries never change the job"
 
 
 def test_410_stops_retries_and_redirects_are_not_followed(alpha: Client, receiver: Receiver) -> None:
@@ -93,7 +94,7 @@ def test_a_webhook_url_that_is_not_public_is_refused_at_submit(alpha: Client) ->
     port = free_port()
     hostile = ("127.0.0.2", "[::1]", "0.0.0.0", "[::ffff:127.0.0.2]", "2130706434")  # 127.0.0.1 is allow-listed here
     for url in (f"http://{host}:{port}/hook" for host in hostile):
-        with pytest.raises(ClientError) as caught:
+        with pytest.raises(ApiError) as caught:
             alpha.submit(job(url, ["job.succeeded"]))
         assert caught.value.status == 422
         assert caught.value.body["error"]["code"] == "url_refused"

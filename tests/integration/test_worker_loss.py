@@ -30,7 +30,7 @@ def wait_for_attempt(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = client.job(job_id)
+        job = client.get(job_id)
         seen.append(job["status"])
         if job["status"] == "running" and job["attempts"] == attempt:
             return job
@@ -68,7 +68,7 @@ def test_kill_9_mid_job_is_picked_up_by_a_new_worker_and_succeeds_once(bare_stac
     assert files == [f"default/jobs/{job_id}/low_res_logits.npy", f"default/jobs/{job_id}/result.json"]
 
     time.sleep(3 * float(bare_stack.env["SAMQ_REAP_INTERVAL_SECONDS"]) + float(bare_stack.env["SAMQ_LEASE_SECONDS"]))
-    later = client.job(job_id)
+    later = client.get(job_id)
     assert (later["status"], later["attempts"], later["finished_at"]) == ("succeeded", 2, done["finished_at"])
 
 
@@ -88,4 +88,4 @@ def test_a_job_that_kills_its_worker_every_time_fails_at_the_attempt_cap(bare_st
     assert done["error"]["code"] == "worker_lost"
     assert done["attempts"] == max_attempts
     time.sleep(3 * float(bare_stack.env["SAMQ_REAP_INTERVAL_SECONDS"]))
-    assert client.job(job_id)["status"] == "failed"
+    assert client.get(job_id)["status"] == "failed"

@@ -43,10 +43,11 @@ class Stack:
 
     @property
     def client(self) -> Client:
-        return Client(self.api_url)
+        """A client that retries nothing, so that tests see the API's every answer (429s and 503s too)."""
+        return Client(self.api_url, max_retries=0)
 
     def client_for(self, api_key: str) -> Client:
-        return Client(self.api_url, api_key=api_key)
+        return Client(self.api_url, api_key=api_key, max_retries=0)
 
     @property
     def objects(self) -> ObjectStore:

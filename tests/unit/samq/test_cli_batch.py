@@ -1,4 +1,4 @@
-"""``samq batch``'s pure pieces: the progress line, the rate window, the request built from the command line."""
+"""``samq batch``'s pure pieces: the files it takes, the uploads and manifest, the request built from the command line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from samq.batch import batch_job, batch_template, media_files, upload_inputs
 from samq.cli import build_parser, main
 from samq.client import Client
 from samq.commands import UsageError
-from samq.progress import RateMeter, StatusLine, format_eta, progress_line
+from samq.progress import ProgressDisplay
 
 
 def args(*argv: str):
@@ -33,68 +33,9 @@ class FakeClient(Client):
         super().__init__("http://127.0.0.1:9")
         self.uploads: list[tuple[bytes, str]] = []
 
-    def upload(self, data: bytes, content_type: str) -> dict[str, Any]:
+    def upload(self, data: bytes, content_type: str = "application/octet-stream") -> dict[str, Any]:
         self.uploads.append((data, content_type))
         return {"id": f"upl_{len(self.uploads)}"}
-
-
-def test_progress_line_draws_the_bar_counts_rate_eta_and_failures() -> None:
-    line = progress_line(10, 40, 2.0, failed=3)
-    assert line == f"[{'#' * 7}{'.' * 23}] 10/40 items  2.00 items/s  ETA 0:00:15  3 failed"
-    assert progress_line(40, 40, 25.0, failed=0).startswith(f"[{'#' * 30}] 40/40 items  25 items/s  ETA 0:00:00")
-
-
-def test_progress_line_without_a_rate_or_a_total() -> None:
-    assert progress_line(0, 0, None) == f"[{'.' * 30}] 0/0 items  -- items/s  ETA --:--"
-    assert progress_line(5, 10, 0.0, width=4, unit="files") == "[##..] 5/10 files  0.00 files/s  ETA --:--"
-
-
-def test_format_eta_is_hours_minutes_seconds() -> None:
-    assert format_eta(None) == "--:--"
-    assert format_eta(59.6) == "0:01:00"
-    assert format_eta(3 * 3600 + 4 * 60 + 5) == "3:04:05"
-
-
-def test_rate_meter_measures_over_the_recent_window_not_since_the_start() -> None:
-    meter = RateMeter(window=10)
-    meter.add(0, 0)
-    assert meter.rate is None
-    for t in range(1, 21):  # 1 item/s for 20 s …
-        meter.add(t, t)
-    assert meter.rate == pytest.approx(1.0)
-    for t in range(21, 31):  # … then 5 items/s for 10 s
-        meter.add(t, 20 + 5 * (t - 20))
-    assert meter.rate == pytest.approx(5.0)  # since the start it would be 70/30
-    assert progress_line(70, 120, meter.rate).endswith("ETA 0:00:10")
-
-
-def test_rate_meter_keeps_a_sample_at_least_a_window_old() -> None:
-    meter = RateMeter(window=10)
-    meter.add(0, 0)
-    meter.add(25, 50)  # one slow poll: the rate spans it rather than going unknown
-    assert meter.rate == pytest.approx(2.0)
-
-
-def test_status_line_redraws_on_a_terminal() -> None:
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    stream = Tty()
-    status = StatusLine(stream)
-    status.show("a longer line")
-    status.show("short")
-    status.show("done", final=True)
-    assert stream.getvalue() == "\ra longer line\rshort        \rdone \n"
-
-
-def test_status_line_elsewhere_prints_plain_lines_at_most_every_few_seconds() -> None:
-    stream = io.StringIO()
-    status = StatusLine(stream, every=60)
-    status.show("first")
-    status.show("too soon")
-    status.show("last", final=True)
-    assert stream.getvalue() == "first\nlast\n"
 
 
 def test_media_files_walks_sorted_recursively_skipping_other_and_hidden_files(tmp_path: Path) -> None:
@@ -128,7 +69,7 @@ def test_manifest_names_each_upload_by_its_relative_posix_path(tmp_path: Path) -
     touch(tmp_path, "cars/red/1.jpg", "cars/2.png", "skip.txt")
     files, _ = media_files(tmp_path, video=False)
     client = FakeClient()
-    inputs = upload_inputs(client, tmp_path, files, StatusLine(io.StringIO()))
+    inputs = upload_inputs(client, tmp_path, files, ProgressDisplay(io.StringIO()))
     assert [content_type for _, content_type in client.uploads] == ["image/png", "image/jpeg", "application/x-ndjson"]
     assert inputs == {"manifest": {"upload": "upl_3"}}
     lines = client.uploads[-1][0].decode().splitlines()
