@@ -85,6 +85,7 @@ def make_s3_lister(settings: StorageSettings) -> S3Lister | None:
 
 def _s3_store(settings: StorageSettings) -> S3Store:
     """The results bucket's S3Store; boto3 is imported only when the s3 backend is used."""
-    from storage.s3 import S3Store, make_s3_client, make_transfer_config
+    from storage.s3 import S3Store, make_presign_client, make_s3_client, make_transfer_config
 
-    return S3Store(make_s3_client(settings), settings.s3_bucket, make_transfer_config(settings))
+    client = make_s3_client(settings)
+    return S3Store(client, settings.s3_bucket, make_transfer_config(settings), make_presign_client(settings))

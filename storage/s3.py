@@ -31,16 +31,23 @@ _TRANSIENT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError)
 
 
 class S3Store:
-    """ObjectStore over one bucket; ``for_bucket`` gives a view of another bucket on the same client."""
+    """ObjectStore over one bucket; ``for_bucket`` gives a view of another bucket on the same client.
 
-    def __init__(self, client: Any, bucket: str, transfer_config: TransferConfig) -> None:
+    ``presign_client`` signs the URLs of ``presign_get`` (default: ``client``): one configured for the endpoint as
+    clients reach it (:func:`make_presign_client`). Signing is local, so that client never connects anywhere.
+    """
+
+    def __init__(
+        self, client: Any, bucket: str, transfer_config: TransferConfig, presign_client: Any | None = None
+    ) -> None:
         self._client = client
         self._bucket = bucket
         self._transfer_config = transfer_config
+        self._presign_client = client if presign_client is None else presign_client
 
     def for_bucket(self, bucket: str) -> S3Store:
-        """The same client and transfer settings over ``bucket`` (e.g. to read ``s3://bucket/key`` media)."""
-        return S3Store(self._client, bucket, self._transfer_config)
+        """The same clients and transfer settings over ``bucket`` (e.g. to read ``s3://bucket/key`` media)."""
+        return S3Store(self._client, bucket, self._transfer_config, self._presign_client)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Upload ``data``; above the transfer config's threshold it goes as a multipart upload."""
@@ -114,7 +121,7 @@ class S3Store:
     def presign_get(self, key: str, expires_in: int) -> PresignedUrl:
         expires_at = datetime.now(tz=UTC) + timedelta(seconds=expires_in)
         with _translated(self._bucket, key):
-            url: str = self._client.generate_presigned_url(
+            url: str = self._presign_client.generate_presigned_url(
                 "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_in
             )
         return PresignedUrl(url=url, expires_at=expires_at)
@@ -128,6 +135,19 @@ class S3Store:
 
 def make_s3_client(settings: StorageSettings) -> Any:
     """A boto3 S3 client for ``settings``; unset credentials fall back to boto3's default chain."""
+    return _client(settings, settings.s3_endpoint_url)
+
+
+def make_presign_client(settings: StorageSettings) -> Any | None:
+    """A client for ``s3_public_endpoint_url`` that only signs URLs (SigV4 signs the Host header, so rewriting a
+    URL's host afterwards would void its signature); None when that setting is unset or names the same endpoint."""
+    public = settings.s3_public_endpoint_url
+    if public is None or public == settings.s3_endpoint_url:
+        return None
+    return _client(settings, public)
+
+
+def _client(settings: StorageSettings, endpoint_url: str | None) -> Any:
     config = Config(
         s3={"addressing_style": "path"},
         connect_timeout=settings.connect_timeout,
@@ -139,7 +159,7 @@ def make_s3_client(settings: StorageSettings) -> Any:
     secret_key = settings.s3_secret_access_key
     return boto3.session.Session().client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
+        endpoint_url=endpoint_url,
         region_name=settings.s3_region,
         aws_access_key_id=access_key.get_secret_value() if access_key else None,
         aws_secret_access_key=secret_key.get_secret_value() if secret_key else None,

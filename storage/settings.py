@@ -21,6 +21,10 @@ class StorageSettings(BaseSettings):
     s3_bucket: str = "samq"
     s3_endpoint_url: str | None = None
     """Anything S3-compatible: MinIO (http://minio:9000), AWS (unset), moto in tests."""
+    s3_public_endpoint_url: str | None = None
+    """The same S3 endpoint as the clients reach it, when that is another address than ``s3_endpoint_url`` (MinIO
+    at http://localhost:9000 while the containers use http://minio:9000). A presigned URL's signature covers its
+    host, so result URLs are signed for this one. Unset: ``s3_endpoint_url``."""
     s3_region: str = "us-east-1"
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
