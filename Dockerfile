@@ -101,7 +101,9 @@ HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import socket, sys; from worker.celery_app import create_celery; sys.exit(0 if create_celery().control.ping(destination=['samq-1@' + socket.gethostname()], timeout=10) else 1)"]
 
 # One worker process per GPU: prefork with concurrency 1 keeps Celery's time limits, and the model loads lazily
-# in the pool child (never CUDA in the parent). Override --queues per deployment (interactive, video, bulk, io).
-# SIGTERM (Docker's default) is a Celery warm shutdown: the running job finishes first, so give the container a
-# stop grace period that fits your jobs; a job cut short is re-run by another worker (see README, Reliability).
-CMD ["samq", "worker", "--queues", "interactive", "--concurrency", "1"]
+# in the pool child (never CUDA in the parent). By default every queue (interactive, sam3, video, bulk, io), so a
+# lone container runs every job type; split them with --queues per deployment, as docker-compose.yml does, keeping
+# at least one worker on each queue. SIGTERM (Docker's default) is a Celery warm shutdown: the running job finishes
+# first, so give the container a stop grace period that fits your jobs; a job cut short is re-run by another worker
+# (see README, Reliability).
+CMD ["samq", "worker", "--concurrency", "1"]
