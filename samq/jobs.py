@@ -152,27 +152,28 @@ class Job(dict[str, Any]):
         document: dict[str, Any] = json.loads(self.read("coco.json"))
         return document
 
-    def to_detections(self) -> sv.Detections | dict[int, sv.Detections] | dict[str, sv.Detections]:
-        """The result as supervision's ``sv.Detections`` (``pip install supervision``): for a segment or concept job
-        one ``sv.Detections`` (masks, xyxy, confidence, class_id, ``data["class_name"]``); for a track job a dict
-        frame → ``sv.Detections`` with ``tracker_id`` (see :meth:`iter_frames` to stream long videos); for a batch
-        a dict of COCO file name → ``sv.Detections``, from its ``coco.json``."""
+    def to_detections(self) -> sv.Detections:
+        """A segment or concept result as supervision's ``sv.Detections`` (``pip install supervision``): masks, xyxy,
+        confidence, class_id (the position in the job's category table) and ``data["class_name"]``."""
         from samq import detections
 
-        job_type = self["type"]
-        if job_type == "track":
-            return dict(detections.track_frames(self.tracks()))
-        if job_type == "batch":
-            return detections.from_coco(self.coco())
-        if job_type not in ("segment", "concept"):
-            raise SamqError(f"a {job_type} job has no detections")
+        if self["type"] not in ("segment", "concept"):
+            hint = {"track": "frames()", "batch": "item_detections() or to_dataset()"}.get(self["type"], "result()")
+            raise SamqError(f"a {self['type']} job's result is not one image's detections: see Job.{hint}")
         return detections.from_result(self.result(), self.read)
 
-    def iter_frames(self) -> Iterator[tuple[int, sv.Detections]]:
-        """A track job's ``(frame, sv.Detections)`` pairs, streamed (one frame's masks in memory at a time)."""
+    def frames(self) -> Iterator[tuple[int, sv.Detections]]:
+        """A track job's ``(frame, sv.Detections)`` pairs with ``tracker_id`` the object's id, streamed from
+        ``tracks.jsonl`` (one frame's masks in memory at a time)."""
         from samq import detections
 
         return detections.track_frames(self.tracks())
+
+    def item_detections(self) -> dict[str, sv.Detections]:
+        """A batch's COCO export as item name (the COCO ``file_name``) → ``sv.Detections``."""
+        from samq import detections
+
+        return detections.from_coco(self.coco())
 
     def to_dataset(self, images_dir: str | Path) -> sv.DetectionDataset:
         """A batch's COCO export as ``sv.DetectionDataset``, its images read from ``images_dir`` (where the items'

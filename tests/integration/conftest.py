@@ -88,6 +88,13 @@ def bare_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def rate_limited_stack(tmp_path: Path) -> Iterator[Stack]:
+    """No worker; the API allows 1 request a second, in bursts of 2."""
+    env = {"SAMQ_API_RATE_PER_SECOND": "1", "SAMQ_API_RATE_BURST": "2"}
+    yield from _stack(tmp_path, local_storage_env(tmp_path / "objects") | env)
+
+
+@pytest.fixture
 def waiting_stack(tmp_path: Path) -> Iterator[Stack]:
     """No worker yet; Roboflow-compatible calls wait 2 s, two at a time."""
     env = {**local_storage_env(tmp_path / "objects"), "SAMQ_API_ROBOFLOW_WAIT_SECONDS": "2"}

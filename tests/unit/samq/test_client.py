@@ -118,7 +118,7 @@ def test_bad_media_is_refused_before_any_request(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="uint8"):
         server.client().segment(np.zeros((4, 4), dtype=np.float32))
     with pytest.raises(TypeError, match="a list"):
-        server.client().concept("upl_1", "red car")  # type: ignore[arg-type]
+        server.client().concept("upl_1", "red car")  # a str is a sequence of str: refused at run time
     assert server.requests == []
 
 
