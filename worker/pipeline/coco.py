@@ -13,8 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-DEFAULT_CATEGORY = "object"
-"""The category of an instance without a text label (segment jobs, exemplar-only concept prompts)."""
+from worker.pipeline.categories import DEFAULT_CATEGORY, CategoryTable
 
 
 @dataclass(frozen=True)
@@ -30,16 +29,19 @@ class CocoWriter:
     """Writes a COCO instances file (images, categories, annotations) to a local path without holding every
     annotation in memory: images and annotations go to temporary files, joined on close.
 
+    ``categories`` (``worker.pipeline.categories``) is the category table, written whole, also its categories that
+    no annotation has; an instance's ``label`` names its category (none: ``object``), and a label the table lacks
+    is appended to it.
+
     The temporary files sit beside ``path``; the final file replaces ``path`` in one rename, so a reader never sees
     a partial one. Used as a context manager, it closes on success and removes its temporary files on an exception.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, categories: CategoryTable | None = None) -> None:
         self._path = path
+        self._categories = categories.copy() if categories is not None else CategoryTable()
         self._images = _temporary(path, "images")
         self._annotations = _temporary(path, "annotations")
-        self._categories: dict[str, int] = {}
-        self._class_ids: dict[str, int] = {}
         self._image_count = 0
         self._annotation_count = 0
         self._closed = False
@@ -91,13 +93,11 @@ class CocoWriter:
         return CocoStats(self._image_count, self._annotation_count, len(self._categories))
 
     def _annotation(self, image_id: int, instance: Mapping[str, Any]) -> dict[str, Any]:
-        """A category per label (with the detector's ``class_id`` where a prompt gave one); the detector's
-        confidence, where given, beside the mask's own ``score``."""
+        """The category of the instance's label; the detector's confidence, where given, beside the mask's own
+        ``score``."""
         label = instance.get("label")
-        name = label if isinstance(label, str) and label else DEFAULT_CATEGORY
-        category_id = self._categories.setdefault(name, len(self._categories) + 1)
-        if "class_id" in instance:
-            self._class_ids.setdefault(name, int(instance["class_id"]))
+        class_id = instance.get("class_id")
+        category_id = self._categories.add(label, int(class_id) if class_id is not None else None)
         box = instance["bbox"]
         rle = instance["rle"]
         extra = {"detection_confidence": instance["detection_confidence"]} if "detection_confidence" in instance else {}
@@ -115,9 +115,8 @@ class CocoWriter:
     def _join(self) -> None:
         info = {"description": "samq", "date_created": datetime.now(tz=UTC).isoformat()}
         categories = [
-            {"id": i, "name": name, "supercategory": DEFAULT_CATEGORY}
-            | ({"class_id": self._class_ids[name]} if name in self._class_ids else {})
-            for name, i in self._categories.items()
+            {"id": entry.pop("id"), "name": entry.pop("name"), "supercategory": DEFAULT_CATEGORY} | entry
+            for entry in self._categories.entries()
         ]
         final = _temporary(self._path, "json")
         try:

@@ -11,12 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tasks.batch_specs import BatchSpec
+from tasks.batch_specs import BatchItem, BatchSpec, PrefixInputs
 from tasks.batch_store import ItemRecord
 from tasks.errors import FailureRateExceededError
 from tasks.jobs import Job, JobResult
 from tasks.names import RESULT_DOCUMENT
-from worker.pipeline.batch.layout import COCO_EXPORT, ITEMS_INDEX
+from worker.pipeline.batch.layout import COCO_EXPORT, ITEMS_INDEX, shard_name
+from worker.pipeline.categories import CategoryTable, batch_categories
 from worker.pipeline.coco import CocoWriter
 from worker.pipeline.context import Runtime
 
@@ -42,7 +43,7 @@ def finalize(job_id: str, rt: Runtime) -> None:
     if not (state.complete or state.stop) or not ctx.store.claim_finalizer(job_id):
         return
     state = ctx.store.expect(job_id)  # counts are final now: no shard records after completing or stopping
-    result = _write_outputs(job, job.spec, state.total, rt)
+    result = _write_outputs(job, job.spec, state.total, state.shards, rt)
     summary = result.summary
     rt.store.set_progress(job_id, state.attempt, summary["succeeded"] + summary["failed"], state.total, "items")
     if state.stop == "canceled":
@@ -64,14 +65,14 @@ def finalize(job_id: str, rt: Runtime) -> None:
     log.info("batch %s finalized: %s", job_id, json.dumps({k: summary[k] for k in ("succeeded", "failed", "not_run")}))
 
 
-def _write_outputs(job: Job, spec: BatchSpec, total: int, rt: Runtime) -> JobResult:
+def _write_outputs(job: Job, spec: BatchSpec, total: int, shards: int, rt: Runtime) -> JobResult:
     """``items.jsonl`` (every item's outcome), ``coco.json`` (when asked) and ``result.json``, streamed."""
     counts = {"succeeded": 0, "failed": 0, "not_run": 0}
     failures: list[dict[str, Any]] = []
     codes: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="samq-batch-") as tmp:
         index_path, coco_path = Path(tmp) / ITEMS_INDEX, Path(tmp) / COCO_EXPORT
-        coco = CocoWriter(coco_path) if spec.export else None
+        coco = CocoWriter(coco_path, _categories(job, spec, shards, rt)) if spec.export else None
         with index_path.open("w") as index_file:
             for index, record, document in _with_documents(rt, job.id, total, coco is not None):
                 line = _index_line(index, record)
@@ -110,6 +111,23 @@ def _write_outputs(job: Job, spec: BatchSpec, total: int, rt: Runtime) -> JobRes
         "exports": exports,
     }
     return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
+
+
+def _categories(job: Job, spec: BatchSpec, shards: int, rt: Runtime) -> CategoryTable:
+    """The batch's category table, from its template and every item's own prompts (read back from the shard files,
+    in item order), whatever the items' outcomes."""
+    template = spec.template
+    if template.type == "track":
+        raise TypeError(f"batch {job.id}: a track template has no category table")
+
+    def items() -> Iterator[BatchItem]:
+        if isinstance(spec.inputs, PrefixInputs):  # its items carry no prompts
+            return
+        for shard in range(shards):
+            for line in rt.objects.read(job, shard_name(shard)).splitlines():
+                yield BatchItem.model_validate(json.loads(line)["item"])
+
+    return batch_categories(template, items())
 
 
 def _index_line(index: int, record: ItemRecord | None) -> dict[str, Any]:

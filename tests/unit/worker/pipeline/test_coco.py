@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from tasks.specs import ConceptSpec
 from worker.encoders import encode_rle
+from worker.pipeline.categories import job_categories
 from worker.pipeline.coco import CocoStats, CocoWriter
 
 pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
@@ -108,7 +110,7 @@ def test_written_file_loads_with_pycocotools_and_masks_round_trip(tmp_path: Path
             assert annotation["segmentation"] == instance["rle"]
 
 
-def test_categories_by_first_appearance(tmp_path: Path) -> None:
+def test_without_a_table_categories_come_in_order_of_first_appearance(tmp_path: Path) -> None:
     path = tmp_path / "instances.json"
     _write(path, _images())
 
@@ -204,3 +206,49 @@ def test_a_detectors_class_id_and_confidence_travel_with_the_label(tmp_path: Pat
     annotations = coco.loadAnns(sorted(coco.getAnnIds()))
     assert [a["category_id"] for a in annotations] == [1, 2, 1, 3]
     assert [a.get("detection_confidence") for a in annotations] == [0.75, 0.5, 0.25, None]
+
+
+def test_the_jobs_table_fixes_the_categories_also_those_nothing_matched(tmp_path: Path) -> None:
+    """The category table comes from the prompts: written whole and in order, whatever matched; an instance's
+    label picks its category; a label the table lacks is appended."""
+    prompts = [{"text": "dog"}, {"text": "cat"}, {"text": "unicorn"}, {"boxes": [{"x0": 1, "y0": 1, "x1": 4, "y1": 4}]}]
+    spec = ConceptSpec.model_validate({"type": "concept", "image": {"upload": "upl_x"}, "prompts": prompts})
+    table = job_categories(spec)
+    path = tmp_path / "instances.json"
+    mask = _random_mask(20, 30, 1)
+    with CocoWriter(path, table) as writer:
+        writer.add_image("a.jpg", 30, 20, [_instance(mask, label="cat"), _instance(mask, label=None)])
+        writer.add_image("b.jpg", 30, 20, [_instance(mask, label="dog"), _instance(mask, label="bird")])
+        stats = writer.close()
+
+    assert stats == CocoStats(images=2, annotations=4, categories=5)
+    coco = COCO(str(path))
+    assert [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())] == [
+        (1, "dog"),
+        (2, "cat"),
+        (3, "unicorn"),
+        (4, "object"),
+        (5, "bird"),
+    ]
+    assert [coco.anns[i]["category_id"] for i in range(1, 5)] == [2, 4, 1, 5]
+    assert len(table) == 4, "the writer appends to its own copy"
+
+
+def test_two_writers_with_the_same_table_write_the_same_categories(tmp_path: Path) -> None:
+    spec = ConceptSpec.model_validate(
+        {"type": "concept", "image": {"upload": "upl_x"}, "prompts": [{"text": "dog"}, {"text": "cat"}]}
+    )
+    mask = _random_mask(20, 30, 1)
+    documents = []
+    for name, labels in (("first.json", ["cat", "cat"]), ("second.json", [])):
+        with CocoWriter(tmp_path / name, job_categories(spec)) as writer:
+            writer.add_image("a.jpg", 30, 20, [_instance(mask, label=label) for label in labels])
+        documents.append(json.loads((tmp_path / name).read_text()))
+    assert (
+        documents[0]["categories"]
+        == documents[1]["categories"]
+        == [
+            {"id": 1, "name": "dog", "supercategory": "object"},
+            {"id": 2, "name": "cat", "supercategory": "object"},
+        ]
+    )
