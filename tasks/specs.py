@@ -141,6 +141,13 @@ the mask is ``> 0``) and at the model's low resolution (``low_res_masks``): Robo
 
 class OutputOptions(Spec):
     formats: Annotated[list[MaskFormat], Field(default_factory=lambda: ["rle"], min_length=1, max_length=4)]
+    annotated: Annotated[
+        bool,
+        Field(
+            description="Also write annotated.png: the image with each instance's mask, box and caption drawn on it "
+            "(and a segment job's prompts). Needs the image itself, not an image_id."
+        ),
+    ] = False
 
     @field_validator("formats")
     @classmethod
@@ -231,6 +238,11 @@ class SegmentSpec(SegmentTemplate, JobFields):
 
     image: ImageRef
 
+    @model_validator(mode="after")
+    def _drawable(self) -> SegmentSpec:
+        _check_drawable(self.image, self.output)
+        return self
+
 
 class EmbedSpec(ImageModel, JobFields):
     """Compute and cache the image embedding so later segment jobs on the same image skip the encoder."""
@@ -302,6 +314,16 @@ class ConceptSpec(ConceptTemplate, JobFields):
 
     image: ImageRef
     prompts: Annotated[list[ConceptPrompt], Field(min_length=1, max_length=MAX_CONCEPT_PROMPTS)]
+
+    @model_validator(mode="after")
+    def _drawable(self) -> ConceptSpec:
+        _check_drawable(self.image, self.output)
+        return self
+
+
+def _check_drawable(image: ImageRef, output: OutputOptions) -> None:
+    if output.annotated and isinstance(image, CachedImage):
+        raise ValueError("output.annotated draws on the image itself: send the image, not an image_id")
 
 
 def _deeper_than(value: Any, levels: int) -> bool:

@@ -62,6 +62,8 @@ class Obtained(Generic[E]):
     source: str
     """``memory`` (this process), ``shared`` (object storage, written by any worker) or ``miss`` (encoded now)."""
     encode_ms: float = 0.0
+    data: bytes | None = None
+    """The image file, when the job sent one (not for an ``image_id``)."""
 
 
 def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
@@ -88,8 +90,9 @@ def run_segment(
     masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks, "logits" in formats)
     decode_ms = (time.perf_counter() - decode_started) * 1000
     checkpoint()
+    image = _annotated_image(spec, got, rt)
     result = write_segment_result(
-        rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, keep_logits=keep_logits
+        rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, keep_logits, image
     )
     result.summary["timings"] = {
         "model_ms": round(got.encode_ms + decode_ms, 3),
@@ -120,7 +123,8 @@ def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint
     found = runner.detect(got.embedding, queries, max_detections=spec.max_detections, nms_iou=spec.nms_iou)
     detect_ms = (time.perf_counter() - detect_started) * 1000
     checkpoint()
-    result = write_concept_result(rt.objects, job, spec, found, got.embedding.orig_hw, got.image_id, got.source)
+    image = _annotated_image(spec, got, rt)
+    result = write_concept_result(rt.objects, job, spec, found, got.embedding.orig_hw, got.image_id, got.source, image)
     result.summary["timings"] = {
         "encode_ms": round(got.encode_ms, 3),
         "detect_ms": round(detect_ms, 3),
@@ -195,13 +199,20 @@ def _obtain(
     key = keys.embedding(job.tenant, kind, encoder.image_size, image_id)
     embedding, source = _cached_embedding(key, rt, load)
     if embedding is not None:
-        return Obtained(embedding, image_id, source)
+        return Obtained(embedding, image_id, source, data=data)
     decoded = decode_image(data, rt.max_image_pixels)
     checkpoint()
     started = time.perf_counter()
     embedding = encoder.encode(decoded)
     rt.embeddings.put(key, embedding)
-    return Obtained(embedding, image_id, "miss", (time.perf_counter() - started) * 1000)
+    return Obtained(embedding, image_id, "miss", (time.perf_counter() - started) * 1000, data)
+
+
+def _annotated_image(spec: SegmentSpec | ConceptSpec, got: Obtained[E], rt: Runtime) -> npt.NDArray[np.uint8] | None:
+    """The decoded image to draw ``annotated.png`` on, when the job asks for it (the spec refuses ``image_id``)."""
+    if not spec.output.annotated or got.data is None:
+        return None
+    return decode_image(got.data, rt.max_image_pixels)
 
 
 def _cached_embedding(key: str, rt: Runtime, load: Callable[[bytes], E]) -> tuple[E | None, str]:

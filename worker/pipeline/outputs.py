@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -13,15 +13,24 @@ import numpy.typing as npt
 from tasks.jobs import Job, JobResult, ResultFile
 from tasks.names import MASK_LOGITS, RESULT_DOCUMENT
 from tasks.specs import ConceptSpec, MaskFormat, SegmentSpec
+from worker.annotate import Canvas
 from worker.encoders import encode_png, encode_polygons, encode_rle
+from worker.pipeline.categories import DEFAULT_CATEGORY, CategoryTable, job_categories
 from worker.pipeline.objects import JobObjects
 from worker.results import InstanceMasks
 from worker.runners.concept import ConceptInstances
 
 LOW_RES_LOGITS = "low_res_logits.npy"
 """Per-instance 256×256 mask logits, kept so that a later job can refine a mask (``mask_input``)."""
+ANNOTATED_IMAGE = "annotated.png"
+"""The instances drawn on the image (``output.annotated``)."""
 DETECTION_FIELDS = {"label", "class_id", "detection_confidence"}
 """What a segment prompt may say about the detection it came from; its instance carries them."""
+
+Found = Iterable[tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32], np.float32, int]]
+"""Each instance's (H, W) mask, XYXY box, score and category id."""
+ColourBy = Callable[[dict[str, Any]], int]
+"""An instance record → its palette colour index."""
 
 
 def write_segment_result(
@@ -33,15 +42,31 @@ def write_segment_result(
     image_id: str,
     embedding_source: str,
     keep_logits: bool = True,
+    image: npt.NDArray[np.uint8] | None = None,
 ) -> JobResult:
-    instances, files = _instances(objects, job, spec.output.formats, masks.masks, masks.boxes, masks.scores)
+    """``image``: the decoded RGB image, to draw ``annotated.png`` on (``output.annotated``)."""
+    categories = job_categories(spec)
+    details = [
+        spec.prompts[p].model_dump(include=DETECTION_FIELDS, exclude_none=True) if spec.prompts else {}
+        for p in masks.prompt_index.tolist()  # an unprompted instance has none
+    ]
+    category_ids = [categories.add(d.get("label")) for d in details]
+    canvas, colour_by = Canvas(image) if image is not None else None, _colour_by(categories)
+    found = zip(masks.masks, masks.boxes, masks.scores, category_ids, strict=True)
+    instances, files = _instances(objects, job, spec.output.formats, found, canvas, colour_by)
     labels: dict[str, int] = {}
-    for instance, prompt_index in zip(instances, masks.prompt_index.tolist(), strict=True):
+    for instance, prompt_index, detail in zip(instances, masks.prompt_index.tolist(), details, strict=True):
         instance["prompt_index"] = prompt_index
-        if spec.prompts:  # else the one unprompted instance
-            instance.update(spec.prompts[prompt_index].model_dump(include=DETECTION_FIELDS, exclude_none=True))
-            if "label" in instance:
-                labels[instance["label"]] = labels.get(instance["label"], 0) + 1
+        instance.update(detail)
+        if "label" in detail:
+            labels[detail["label"]] = labels.get(detail["label"], 0) + 1
+    if canvas is not None:
+        prompts = spec.prompts
+        canvas.prompts(
+            [(p.x, p.y, p.positive) for prompt in prompts for p in prompt.points],
+            [(b.x0, b.y0, b.x1, b.y1) for b in (prompt.box for prompt in prompts) if b is not None],
+        )
+        files.append(_write_annotated(objects, job, canvas, instances, masks.boxes, colour_by))
     if keep_logits:
         logits = io.BytesIO()
         np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
@@ -50,7 +75,7 @@ def write_segment_result(
         npz = io.BytesIO()
         np.savez_compressed(npz, masks=masks.logits, low_res_masks=masks.low_res_logits.astype(np.float32))
         files.append(objects.write(job, MASK_LOGITS, npz.getvalue(), "application/octet-stream"))
-    files.append(_write_json(objects, job, _document(image_hw, image_id, instances)))
+    files.append(_write_json(objects, job, _document(image_hw, image_id, categories, instances)))
     summary: dict[str, Any] = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
     if labels:
         summary["instances_per_label"] = labels
@@ -65,13 +90,22 @@ def write_concept_result(
     image_hw: tuple[int, int],
     image_id: str,
     embedding_source: str,
+    image: npt.NDArray[np.uint8] | None = None,
 ) -> JobResult:
-    """Instances best first, each labelled with its prompt's phrase (``null`` for an exemplar-only prompt)."""
-    instances, files = _instances(objects, job, spec.output.formats, found.iter_masks(), found.boxes, found.scores)
-    for instance, prompt_index in zip(instances, found.prompt_index.tolist(), strict=True):
-        instance["label"] = spec.prompts[prompt_index].text
+    """Instances best first, each labelled with its prompt's phrase (``null`` for an exemplar-only prompt).
+    ``image``: the decoded RGB image, to draw ``annotated.png`` on (``output.annotated``)."""
+    categories = job_categories(spec)
+    phrases = [spec.prompts[p].text for p in found.prompt_index.tolist()]
+    category_ids = [categories.add(phrase) for phrase in phrases]
+    canvas, colour_by = Canvas(image) if image is not None else None, _colour_by(categories)
+    masks = zip(found.iter_masks(), found.boxes, found.scores, category_ids, strict=True)
+    instances, files = _instances(objects, job, spec.output.formats, masks, canvas, colour_by)
+    for instance, prompt_index, phrase in zip(instances, found.prompt_index.tolist(), phrases, strict=True):
+        instance["label"] = phrase
         instance["prompt_index"] = prompt_index
-    files.append(_write_json(objects, job, _document(image_hw, image_id, instances)))
+    if canvas is not None:
+        files.append(_write_annotated(objects, job, canvas, instances, found.boxes, colour_by))
+    files.append(_write_json(objects, job, _document(image_hw, image_id, categories, instances)))
     per_prompt = [0] * len(spec.prompts)
     for prompt_index in found.prompt_index.tolist():
         per_prompt[prompt_index] += 1
@@ -88,21 +122,23 @@ def _instances(
     objects: JobObjects,
     job: Job,
     formats: list[MaskFormat],
-    masks: Iterable[npt.NDArray[np.bool_]],
-    boxes: npt.NDArray[np.float32],
-    scores: npt.NDArray[np.float32],
+    found: Found,
+    canvas: Canvas | None,
+    colour_by: ColourBy,
 ) -> tuple[list[dict[str, Any]], list[ResultFile]]:
-    """One record per mask (index, score, bbox, area, and each requested encoding); PNGs written as files. Masks are
-    consumed one at a time, so a lazy iterable never has them all in memory."""
+    """One record per mask (index, score, bbox, area, category, and each requested encoding); PNGs written as files;
+    each mask drawn on ``canvas`` if given. Masks are consumed one at a time, so a lazy iterable never has them all
+    in memory."""
     files: list[ResultFile] = []
     instances: list[dict[str, Any]] = []
-    for i, mask in enumerate(masks):
-        x0, y0, x1, y1 = (float(v) for v in boxes[i])
+    for i, (mask, box, score, category_id) in enumerate(found):
+        x0, y0, x1, y1 = (float(v) for v in box)
         instance: dict[str, Any] = {
             "index": i,
-            "score": float(scores[i]),
+            "score": float(score),
             "bbox": {"x0": x0, "y0": y0, "x1": x1, "y1": y1},
             "area": int(mask.sum()),
+            "category_id": category_id,
         }
         if "rle" in formats:
             instance["rle"] = encode_rle(mask)
@@ -112,13 +148,39 @@ def _instances(
             name = f"masks/{i}.png"
             files.append(objects.write(job, name, encode_png(mask), "image/png"))
             instance["png"] = name
+        if canvas is not None:
+            canvas.mask(mask, colour_by(instance))
         instances.append(instance)
     return instances, files
 
 
-def _document(image_hw: tuple[int, int], image_id: str, instances: list[dict[str, Any]]) -> dict[str, Any]:
+def _colour_by(categories: CategoryTable) -> ColourBy:
+    """By category when the job names any (labels, phrases), else by instance."""
+    if any(entry["name"] != DEFAULT_CATEGORY for entry in categories.entries()):
+        return lambda instance: int(instance["category_id"]) - 1
+    return lambda instance: int(instance["index"])
+
+
+def _write_annotated(
+    objects: JobObjects,
+    job: Job,
+    canvas: Canvas,
+    instances: list[dict[str, Any]],
+    boxes: npt.NDArray[np.float32],
+    colour_by: ColourBy,
+) -> ResultFile:
+    """Boxes and captions ("label score", else "#index score") over the tinted masks, written as annotated.png."""
+    captions = [f"{i.get('label') or '#' + str(i['index'])} {i['score']:.2f}" for i in instances]
+    canvas.boxes(boxes, [colour_by(i) for i in instances], captions)
+    return objects.write(job, ANNOTATED_IMAGE, canvas.png(), "image/png")
+
+
+def _document(
+    image_hw: tuple[int, int], image_id: str, categories: CategoryTable, instances: list[dict[str, Any]]
+) -> dict[str, Any]:
     height, width = image_hw
-    return {"image": {"width": width, "height": height, "image_id": image_id}, "instances": instances}
+    image = {"width": width, "height": height, "image_id": image_id}
+    return {"image": image, "categories": categories.entries(), "instances": instances}
 
 
 def write_embed_result(

@@ -5,7 +5,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from tasks.errors import IllegalTransitionError
 from tasks.jobs import ALLOWED, JobSpec, JobStatus, new_job
-from tasks.specs import MAX_METADATA_DEPTH, MAX_PROMPTS_PER_JOB, CachedImage, EmbedSpec, SegmentSpec, validation_details
+from tasks.specs import (
+    MAX_METADATA_DEPTH,
+    MAX_PROMPTS_PER_JOB,
+    CachedImage,
+    EmbedSpec,
+    SegmentSpec,
+    error_code,
+    validation_details,
+)
 
 ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
 IMAGE = {"upload": "upl_abc123"}
@@ -90,3 +98,15 @@ def test_terminal_states_have_no_way_out() -> None:
     with pytest.raises(IllegalTransitionError):
         job.transition(JobStatus.RUNNING)
     assert job.id.startswith("job_") and len(job.id) == 28
+
+
+def test_annotated_is_off_by_default_and_needs_the_image_itself() -> None:
+    assert ADAPTER.validate_python(segment()).output.annotated is False  # type: ignore[union-attr]
+    assert ADAPTER.validate_python(segment(output={"annotated": True})).output.annotated is True  # type: ignore[union-attr]
+    concept = {"type": "concept", "image": IMAGE, "prompts": [{"text": "a"}], "output": {"annotated": True}}
+    assert ADAPTER.validate_python(concept).output.annotated is True  # type: ignore[union-attr]
+    for body in (segment(image={"image_id": "a" * 64}), {**concept, "image": {"image_id": "a" * 64}}):
+        with pytest.raises(ValidationError, match="send the image, not an image_id") as caught:
+            ADAPTER.validate_python(body | {"output": {"annotated": True}})
+        assert error_code(caught.value) == "invalid_value"
+    assert ADAPTER.validate_python(segment(image={"image_id": "a" * 64}, output={"annotated": False}))
