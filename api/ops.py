@@ -6,17 +6,24 @@ from importlib.metadata import PackageNotFoundError, version
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CollectorRegistry, generate_latest
+from flask.blueprints import BlueprintSetupState
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from api.context import services
 from api.errors import RETRY_AFTER_SECONDS, ApiError
-from api.metrics import QueueCollector
+from api.metrics import HttpMetrics, install
 from api.openapi import build_openapi
 from api.views import Health
 from storage.base import StorageError
 
 bp = Blueprint("ops", __name__)
+
+
+@bp.record_once
+def count_requests(state: BlueprintSetupState) -> None:
+    """The app that serves ``/metrics`` counts its requests (``api.metrics``), from its registration on."""
+    install(state.app, state.app.extensions["samq"].redis)
 
 
 @bp.get("/healthz")
@@ -45,9 +52,9 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(QueueCollector(services().redis))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    http: HttpMetrics = current_app.extensions["samq_metrics"]
+    http.prefill(current_app.url_map)  # every route's series, whichever blueprint registered it, and when
+    return Response(generate_latest(http.registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/openapi.json")

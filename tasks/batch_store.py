@@ -22,7 +22,7 @@ import redis
 from pydantic import Field
 
 from tasks.jobs import Record
-from tasks.redis_keys import BATCHES, SHARD_LEASES, batch_key, cancel_key
+from tasks.redis_keys import BATCH_ITEMS, BATCHES, SHARD_LEASES, batch_key, cancel_key
 
 
 class ItemFile(Record):
@@ -68,10 +68,11 @@ redis.call('SADD', ARGV[6], ARGV[7])
 return created
 """
 
-# Record an item's outcome once, and count it (every write renews the batch's expiry): returns {succeeded, failed}, or {-1, -1} if already recorded.
+# Record an item's outcome once, and count it in the batch and the cluster's statistics (every write renews the batch's expiry): returns {succeeded, failed}, or {-1, -1} if already recorded.
 _RECORD = """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return {-1, -1} end
 redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
+redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local counts = redis.call('HMGET', KEYS[1], 'succeeded', 'failed')
@@ -220,7 +221,7 @@ class BatchStore:
     def record(self, job_id: str, index: int, record: ItemRecord) -> tuple[int, int] | None:
         """Store the item's outcome and count it. Returns the batch's ``(succeeded, failed)``, or None when the item
         was already recorded (nothing counted)."""
-        keys = [batch_key(job_id), batch_key(job_id, "items")]
+        keys = [batch_key(job_id), batch_key(job_id, "items"), BATCH_ITEMS]
         args: list[str | int] = [index, record.model_dump_json(exclude_none=True), record.status, self._ttl]
         counts = cast(list[int], self._record(keys=keys, args=args))
         return None if counts[0] < 0 else (counts[0], counts[1])

@@ -21,6 +21,14 @@ RETRIES = f"{PREFIX}:retries"
 """Sorted set: queued job id → when its next attempt is due (a transient failure's backoff; ``tasks.retries``)."""
 ENTERED = f"{PREFIX}:stats:entered"
 """Hash: status → how many jobs entered it (the ``samq_jobs`` counter)."""
+RUNNING = f"{PREFIX}:stats:running"
+"""Hash: job type → how many jobs of it are running now (+1 entering ``running``, -1 leaving it)."""
+EMBEDDINGS = f"{PREFIX}:stats:embeddings"
+"""Hash: where succeeded jobs' image embeddings came from (``memory``, ``shared``, ``miss``) → how many."""
+BATCH_ITEMS = f"{PREFIX}:stats:batch-items"
+"""Hash: batch item outcome (``succeeded``, ``failed``, ``not_run``) → how many."""
+DELIVERIES = f"{PREFIX}:stats:deliveries"
+"""Hash: webhook delivery attempt outcome (``delivered``, ``retrying``, ``gone``, ``exhausted``) → how many."""
 
 
 def job_key(job_id: str) -> str:
@@ -54,6 +62,16 @@ def events_channel(job_id: str) -> str:
 def runtime_key(job_type: str) -> str:
     """Hash: the run-time histogram of finished jobs of one type."""
     return f"{PREFIX}:stats:runtime:{job_type}"
+
+
+def queue_wait_key(job_type: str) -> str:
+    """Hash: the histogram of first attempts' waits (created → started) of one job type."""
+    return f"{PREFIX}:stats:queue-wait:{job_type}"
+
+
+def workers_key(queue: str) -> str:
+    """Sorted set: the workers consuming ``queue`` → when their last heartbeat lapses (``tasks.roster``)."""
+    return f"{PREFIX}:workers:{queue}"
 
 
 def upload_key(upload_id: str) -> str:

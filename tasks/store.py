@@ -404,7 +404,7 @@ class JobStore:
                     continue
 
     def _on_status_change(self, pipe: Pipeline, job: Job, before: JobStatus) -> None:
-        count_status(pipe, job)
+        count_status(pipe, job, before)
         if job.status == JobStatus.QUEUED:  # its message goes out now (or, for a retry, when due)
             QueuedWatch.enter(pipe, job.id)
         else:  # started or ended: it waits for no message or retry any more

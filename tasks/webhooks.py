@@ -27,7 +27,7 @@ from redis.client import Pipeline
 
 from tasks.jobs import Job, JobStatus, Record, new_id, utcnow
 from tasks.pinned_http import PostOutcome
-from tasks.redis_keys import DUE, event_key, log_key, progress_gate_key, secret_key
+from tasks.redis_keys import DELIVERIES, DUE, event_key, log_key, progress_gate_key, secret_key
 from tasks.settings import QueueSettings
 from tasks.specs import WebhookEvent
 from tasks.views import Timestamp
@@ -40,6 +40,7 @@ EVENT_BY_STATUS = {
     JobStatus.FAILED: WebhookEvent.FAILED,
     JobStatus.CANCELED: WebhookEvent.CANCELED,
 }
+DeliveryOutcome = Literal["delivered", "retrying", "gone", "exhausted"]
 
 
 class OutboxEvent(Record):
@@ -67,7 +68,7 @@ class DeliveryAttempt(Record):
     status_code: int | None
     error: str | None
     duration_ms: float
-    outcome: Literal["delivered", "retrying", "gone", "exhausted"]
+    outcome: DeliveryOutcome
     next_attempt_at: Timestamp | None = Field(default=None)
 
 
@@ -148,6 +149,7 @@ class Outbox:
                     pipe.rpush(log_key(event.job_id), attempt.model_dump_json())
                     pipe.ltrim(log_key(event.job_id), -MAX_LOG_ENTRIES, -1)
                     pipe.expire(log_key(event.job_id), self._settings.job_ttl_seconds)
+                    pipe.hincrby(DELIVERIES, attempt.outcome, 1)  # samq_webhook_deliveries_total
                     pipe.execute()
                     return attempt
                 except redis.WatchError:
@@ -160,7 +162,7 @@ class Outbox:
 
 def _attempt(event: OutboxEvent, outcome: PostOutcome, delays: tuple[float, ...]) -> DeliveryAttempt:
     next_at = None
-    result: Literal["delivered", "retrying", "gone", "exhausted"]
+    result: DeliveryOutcome
     if outcome.status is not None and 200 <= outcome.status < 300:
         result = "delivered"
     elif outcome.status == 410:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 
+from tasks import roster
 from tasks.broker import celery_app
 from tasks.jobs import JobStatus
 from tasks.names import Queue, queue_for
@@ -30,12 +31,14 @@ def create_celery(settings: Settings | None = None) -> Celery:
 
 
 class Housekeeper(bootsteps.StartStopStep):
-    """Three periodic passes in the worker's main process, on its timer; they only talk to Redis, never to CUDA.
+    """Four periodic passes in the worker's main process, on its timer; they only talk to Redis, never to CUDA.
 
     - Reaping: re-enqueues running jobs whose lease lapsed (their worker was killed) without waiting for Redis's
       visibility timeout; fails them once they are out of attempts.
     - Webhooks: claims due outbox events and sends one delivery task each to the ``io`` queue.
     - Batches: ``worker.pipeline.batch.reconcile`` (lost shards, cancels, lost finalizers).
+    - Heartbeat: this worker is alive on its queues (``tasks.roster``, the ``samq_workers_alive`` gauge); it leaves
+      them when it stops.
     """
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
@@ -45,21 +48,40 @@ class Housekeeper(bootsteps.StartStopStep):
         self._trefs: list[Any] = []
         self._process: WorkerProcess | None = None
         self._batches: BatchContext | None = None
+        self._name = ""
+        self._queues: list[Queue] = []
 
     def start(self, parent: Any) -> None:
         self._process = process = current()
         self._batches = process.batch_context(list_s3=None)
         settings = process.settings.queue
+        self._name = parent.hostname
+        self._queues = [queue for queue in Queue if queue.value in parent.app.amqp.queues.consume_from]
+        self.beat()
         timer = parent.timer
         self._trefs = [
             timer.call_repeatedly(settings.reap_interval_seconds, self.reap, priority=10),
             timer.call_repeatedly(settings.webhook_poll_seconds, self.dispatch_webhooks, priority=10),
             timer.call_repeatedly(settings.reap_interval_seconds, self.reconcile_batches, priority=10),
+            timer.call_repeatedly(settings.reap_interval_seconds, self.beat, priority=10),
         ]
 
     def stop(self, parent: Any) -> None:
         for tref in self._trefs:
             tref.cancel()
+        if self._process is not None:
+            try:
+                roster.leave(self._process.redis, self._name, self._queues)
+            except Exception:
+                log.exception("could not leave the worker roster; this worker lapses from it instead")
+
+    def beat(self) -> None:
+        assert self._process is not None
+        lapse = roster.lapse_seconds(self._process.settings.queue.reap_interval_seconds)
+        try:
+            roster.beat(self._process.redis, self._name, self._queues, lapse)
+        except Exception:
+            log.exception("worker heartbeat failed; will retry")
 
     def reap(self) -> None:
         assert self._process is not None
