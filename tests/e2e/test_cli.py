@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -168,3 +169,91 @@ def test_samq_batch_uploads_a_folder_shows_progress_and_downloads_the_export(
     document = json.loads((out / "result.json").read_text())
     assert (document["total"], document["succeeded"], document["failed"]) == (6, 6, 0)
     assert len((out / "items.jsonl").read_text().splitlines()) == 6
+
+
+def run_in_tmux(tmp_path: Path, argv: list[str], columns: int = 80, timeout: float = 300) -> str:
+    """Run ``argv`` in a detached tmux pane ``columns`` wide (a real terminal: rich draws live there) and return
+    the pane's text once it exits, wrapped lines joined (``capture-pane -J``), so a wrapped line shows as longer
+    than the pane."""
+    script = tmp_path / "run.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli_env().items() if k.isidentifier())
+    script.write_text(f"{exports}cd {shlex.quote(str(tmp_path))}\n{shlex.join(argv)}\necho EXIT=$?\nsleep 600\n")
+    tmux = ["tmux", "-L", f"samq-test-{os.getpid()}", "-f", "/dev/null"]
+    subprocess.run([*tmux, "new-session", "-d", "-x", str(columns), "-y", "50", f"bash {script}"], check=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = subprocess.run(
+                [*tmux, "capture-pane", "-p", "-J", "-S", "-200"], capture_output=True, text=True, check=True
+            ).stdout
+            if "EXIT=" in screen:
+                return screen
+            assert time.monotonic() < deadline, f"still running after {timeout} s:\n{screen}"
+            time.sleep(0.5)
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+
+
+def test_batch_progress_fits_an_80_column_terminal_and_is_a_line_per_change_in_a_pipe(
+    samq_up: tuple[subprocess.Popen[str], str, Path], tmp_path: Path
+) -> None:
+    _, url, _ = samq_up
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"{i}.png").write_bytes(png_bytes(scene(160, 120, seed=i)))
+    argv = [*SAMQ, "batch", str(folder), "--box", "20,20,120,100", "--url", url]
+
+    screen = run_in_tmux(tmp_path, [*argv, "--out", str(tmp_path / "tty")])
+    lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+    assert "EXIT=0" in lines, screen
+    bars = [line for line in lines if "/s " in line]
+    assert [bar.split()[0] for bar in bars] == ["uploading", "succeeded"], screen  # redrawn in place: no stale copies
+    assert all(len(bar) <= 80 and "8/8" in bar for bar in bars), screen  # fitted to the width: nothing wrapped
+
+    piped = subprocess.run(
+        [*argv, "--out", str(tmp_path / "piped")], env=cli_env(), capture_output=True, text=True, timeout=300
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert "\r" not in piped.stderr and "\x1b" not in piped.stderr  # plain text: no redraws, no colours
+    job_lines = [line for line in piped.stderr.splitlines() if line.startswith("job_")]
+    assert job_lines and len(job_lines) == len(set(job_lines)), piped.stderr  # one line per change
+    assert job_lines[-1].split()[1:3] == ["succeeded", "8/8"], piped.stderr
+    assert [line for line in piped.stderr.splitlines() if line.startswith("upload ")][-1].startswith(
+        "upload uploading 8/8 files"
+    )
+
+
+def test_ls_get_cancel_and_view_a_job(samq_up: tuple[subprocess.Popen[str], str, Path], tmp_path: Path) -> None:
+    _, url, _ = samq_up
+    image = tmp_path / "scene.png"
+    image.write_bytes(png_bytes(scene()))
+
+    def samq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*SAMQ, *args, "--url", url], env=cli_env(), capture_output=True, text=True, timeout=120)
+
+    submitted = samq("submit", str(image), "--box", "60,60,200,180", "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[1]
+
+    listed = samq("ls", "--type", "segment")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[0].split("\t")[:3] == [job_id, "segment", "succeeded"]
+    as_json = [json.loads(line) for line in samq("ls", "--json", "--limit", "5").stdout.splitlines()]
+    assert [job["id"] for job in as_json] == [job_id]
+
+    got = samq("get", job_id, "--out", str(tmp_path / "out"))
+    assert got.returncode == 0 and json.loads(got.stdout)["id"] == job_id
+    downloaded = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert len(downloaded["instances"]) == 1
+
+    canceled = samq("cancel", job_id)
+    assert canceled.returncode == 1 and "succeeded" in canceled.stderr  # it had ended: 409, said plainly
+
+    view = samq("view", job_id)
+    assert view.returncode == 0, view.stderr
+    assert view.stdout.strip().startswith(url) and job_id in view.stdout
+    with urllib.request.urlopen(view.stdout.strip(), timeout=10) as page:
+        assert page.status == 200 and "text/html" in page.headers["Content-Type"]
+
+    bad = samq("get", "job_doesnotexist")
+    assert bad.returncode == 1 and "job_not_found" in bad.stderr
