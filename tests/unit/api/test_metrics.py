@@ -3,7 +3,10 @@ statistics snapshot, and the per-process HTTP metrics of a small Flask app."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 from flask import Flask, abort
 from prometheus_client import CollectorRegistry, generate_latest
@@ -108,3 +111,19 @@ def test_requests_are_counted_by_route_method_and_status() -> None:
     latency = ("samq_http_request_duration_seconds_count", (("method", "GET"), ("route", "/v1/jobs/<job_id>")))
     assert got[latency] == 3
     assert got[("samq_http_request_duration_seconds_count", (("method", "POST"), ("route", "/v1/jobs")))] == 0
+
+
+def test_the_sample_grafana_dashboard_charts_every_metric_and_only_those() -> None:
+    dashboard = json.loads((Path(__file__).parents[3] / "deploy" / "grafana" / "samq.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
+    used = {re.sub(r"_(bucket|count|sum)$", "", name) for e in exprs for name in re.findall(r"\bsamq_\w+", e)}
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed(Snapshot({}, {}, {}, {}, {}, {}, {}, {})))
+    HttpMetrics(registry)
+    text = generate_latest(registry).decode()
+    exported = {f.name + ("_total" if f.type == "counter" else "") for f in text_string_to_metric_families(text)}
+    assert used == exported, "the panels chart every metric /metrics exports, and nothing else"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert {p["datasource"]["uid"] for p in dashboard["panels"] if p["type"] != "row"} == {"${datasource}"}
