@@ -21,7 +21,7 @@ from samq.client import DEFAULT_URL
 from samq.commands import UsageError, cmd_submit, cmd_wait, geometry_args
 from samq.embedded import ALL_QUEUES, StartupError
 from samq.errors import SamqError
-from samq.serve import cmd_api, cmd_demo, cmd_up, cmd_worker
+from samq.serve import cmd_api, cmd_demo, cmd_samples, cmd_up, cmd_worker
 from tasks.jobs import JobStatus
 from tasks.names import JOB_TYPES
 
@@ -92,6 +92,11 @@ def _client_commands(commands: Commands) -> None:
     )
     _embedded_args(demo)
     demo.add_argument("--api-key", default=os.environ.get("SAMQ_API_KEY"), help="API key (default $SAMQ_API_KEY)")
+    demo.add_argument("--out", type=Path, help="the annotated picture (default ./samq-demo-<job id>.png)")
+    demo.add_argument("--serve", action="store_true", help="keep serving after the job, so the viewer page opens")
+    sample = commands.add_parser("samples", help="write sample media: scene.png, clip.mp4, dataset/ (8 images)")
+    sample.add_argument("out", type=Path, nargs="?", default=Path("samples"), help="the directory (default ./samples)")
+    sample.set_defaults(run=cmd_samples)
     for sub, run in ((submit, cmd_submit), (demo, cmd_demo)):
         geometry_args(sub)
         sub.add_argument("--model", default="sam2.1_hiera_tiny", help="the model (default sam2.1_hiera_tiny)")

@@ -67,6 +67,7 @@ def follow(job: Job) -> int:
     """Wait for the job with a progress display on stderr, then print its outcome, files and viewer page."""
     with JobProgress(sys.stderr) as display:
         job.wait(on_update=display.update)
+    print(f"{job.id}: {job.status}", flush=True)
     if job.status != "succeeded":
         print(json.dumps(job["error"] or {"status": job.status}, indent=2), file=sys.stderr)
         return 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 
+from samq import samples
 from samq.client import Client
 from samq.commands import follow, segment_job
 from samq.embedded import embedded
@@ -86,41 +87,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the embedded default, segment a generated sample image, print where the result is, stop."""
+    """Start the embedded default, segment a generated sample image, write the annotated picture, print the viewer
+    page; then stop (or, with ``--serve``, keep serving until Ctrl-C, so that the page can be opened)."""
     _exit_on_sigterm()
     with embedded(args.data_dir, args.port) as (url, _):
         print(f"samq is up at {url}", flush=True)
         client = Client(url, args.api_key)
         if not args.point and not args.box:
             args.point, args.box = ["200,150"], "120,90,280,210"
-        job = client.submit(segment_job(args, client.media(_sample_image())))
+        body = segment_job(args, client.media(samples.png(samples.scene())))
+        job = client.submit(body | {"output": {"formats": ["rle"], "annotated": True}})
         print(f"submitted {job.id}", flush=True)
         code = follow(job)
         if code == 0:
-            result = job.result()
-            for instance in result["instances"]:
+            for instance in job.result()["instances"]:
+                box = ", ".join(f"{v:g}" for v in instance["bbox"].values())
                 print(
-                    f"  instance {instance['index']}: score {instance['score']:.3f} bbox {instance['bbox']} area {instance['area']}"
+                    f"  instance {instance['index']}: score {instance['score']:.3f} bbox ({box}) area {instance['area']}"
+                )
+            picture = args.out or Path(f"samq-demo-{job.id}.png")
+            picture.write_bytes(job.read("annotated.png"))
+            print(f"annotated picture: {picture.resolve()}")
+            print(f"viewer: {job.view_url}")
+            if args.serve:
+                print("serving until Ctrl-C", flush=True)
+                try:
+                    while True:
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    pass
+            else:
+                print(
+                    f"  (the page is served while samq runs: samq up --data-dir {args.data_dir}, or samq demo --serve)"
                 )
         print("stopping samq", flush=True)
         return code
-
-
-def _sample_image() -> bytes:
-    """A 400×300 synthetic scene (an ellipse and a square on a gradient): something to segment offline."""
-    import numpy as np
-    from PIL import Image
-
-    height, width = 300, 400
-    yy, xx = np.mgrid[0:height, 0:width]
-    pixels = np.zeros((height, width, 3), dtype=np.uint8)
-    pixels[..., 0] = (xx * 255 // width).astype(np.uint8)
-    pixels[..., 2] = (yy * 255 // height).astype(np.uint8)
-    pixels[((xx - 200) / 80) ** 2 + ((yy - 150) / 60) ** 2 <= 1] = (240, 200, 30)
-    pixels[40:100, 300:360] = (30, 200, 90)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
 
 
 def _exit_on_sigterm() -> None:
@@ -130,3 +131,9 @@ def _exit_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    for path in samples.write_samples(args.out):
+        print(path)
+    return 0

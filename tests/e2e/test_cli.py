@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -14,9 +15,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
+import numpy as np
 import psutil
 import pytest
+from PIL import Image
 
+from samq import samples
 from samq.embedded import MODEL_QUEUES, free_port
 from tests.support.images import png_bytes, scene
 from tests.support.stack import model_env
@@ -131,12 +136,32 @@ def test_samq_up_restarts_its_worker_and_takes_everything_with_it_when_killed(
 def test_samq_demo_runs_the_main_job_and_stops(tmp_path: Path) -> None:
     demo = subprocess.run(
         [*SAMQ, "demo", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
-        env=cli_env(), capture_output=True, text=True, timeout=300,
+        env=cli_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "succeeded" in demo.stdout
     assert "instance 0: score" in demo.stdout
     assert "stopping samq" in demo.stdout
+    [picture] = tmp_path.glob("samq-demo-job_*.png")
+    assert f"annotated picture: {picture}" in demo.stdout
+    with Image.open(picture) as annotated:
+        assert annotated.size == (400, 300)
+        assert not np.array_equal(np.asarray(annotated.convert("RGB")), samples.scene())  # the mask is drawn
+    job_id = picture.stem.removeprefix("samq-demo-")
+    assert re.search(rf"viewer: http://127\.0\.0\.1:\d+/view/jobs/{job_id}", demo.stdout)
+
+
+def test_samq_samples_writes_the_readmes_media(tmp_path: Path) -> None:
+    written = subprocess.run([*SAMQ, "samples", str(tmp_path / "s")], env=cli_env(), capture_output=True, text=True)
+    assert written.returncode == 0, written.stderr
+    assert len(written.stdout.splitlines()) == 10
+    with Image.open(tmp_path / "s" / "scene.png") as scene_png:
+        assert scene_png.size == (400, 300)
+    with av.open(str(tmp_path / "s" / "clip.mp4")) as clip:
+        frames = [frame.to_ndarray(format="rgb24") for frame in clip.decode(video=0)]
+    assert len(frames) == 20 and frames[0].shape == (240, 320, 3)
+    red = [abs(int(frame[55, 75, 0]) - 220) < 25 for frame in frames[:8]]
+    assert red == [False, False, False, True, True, True, True, True]  # x 75 is inside 20+6k..60+6k from k=3
 
 
 def test_samq_batch_uploads_a_folder_shows_progress_and_downloads_the_export(
