@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 
-from api import jobs, ops, uploads, webhooks
+from api import inputs, jobs, ops, uploads, viewer, webhooks
 from api.auth import Tenants
 from api.errors import ApiError, register_error_handlers
 from api.roboflow import routes as roboflow
 from api.services import Services, build_services
 
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/files/")
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/files/", *viewer.PREFIXES)
 ROBOFLOW_KEY_REQUIRED = (
     "a valid API key is required: the api_key field of the body, the api_key query parameter, "
     "or an 'Authorization: Bearer <api key>' header"
@@ -45,6 +45,6 @@ def create_app(services: Services | None = None) -> Flask:
 
     register_error_handlers(app)
     app.config["SAMQ_KEYS"] = not tenants.open  # /openapi.json says whether a key is needed
-    for blueprint in (jobs.bp, uploads.bp, ops.bp, webhooks.bp, roboflow.bp):
+    for blueprint in (jobs.bp, inputs.bp, uploads.bp, ops.bp, webhooks.bp, roboflow.bp, viewer.bp):
         app.register_blueprint(blueprint)
     return app

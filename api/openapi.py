@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
 from api.admission import MAX_IDEMPOTENCY_KEY_CHARS
+from api.inputs import InputQuery, JobInput
 from api.jobs import ListQuery
 from api.roboflow.requests import ConceptRequest, Sam2Request
 from api.roboflow.responses import RESPONSE_MODELS
@@ -36,6 +37,7 @@ REQUESTS: Mapping[str, Any] = {"JobRequest": JobSpec, "Sam2Request": Sam2Request
 RESPONSES: tuple[type[BaseModel], ...] = (
     JobObject,
     JobList,
+    JobInput,
     DeliveryList,
     UploadCreated,
     WebhookSecret,
@@ -46,7 +48,7 @@ RESPONSES: tuple[type[BaseModel], ...] = (
 )
 """Response bodies (serialization mode). A model that differs between the modes is named ``Name-Input`` and
 ``Name-Output`` by pydantic, so requests and responses never overwrite each other's definitions."""
-QUERIES: tuple[type[BaseModel], ...] = (ListQuery,)
+QUERIES: tuple[type[BaseModel], ...] = (ListQuery, InputQuery)
 """Models that validate a query string: their fields become query parameters, not components."""
 
 ERRORS: Mapping[int, str] = {
@@ -206,6 +208,17 @@ ROUTES: tuple[Route, ...] = (
             {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
         ),
         description="404 for an index past the batch's items; 409 (item_not_done, item_failed) until it succeeded.",
+    ),
+    Route(
+        "get",
+        "/v1/jobs/{job_id}/input",
+        "getJobInput",
+        "The job's request as stored, and a link to its image or video (a batch item's with item)",
+        "jobs",
+        {200: Answer("The request and a media link (null when there is none to read)", "JobInput")},
+        errors=(404, 422),
+        parameters=(JOB_ID,),
+        query=InputQuery,
     ),
     Route(
         "get",

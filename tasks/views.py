@@ -48,6 +48,8 @@ class JobObject(View):
     cancel_requested: bool
     webhook: Webhook | None
     metadata: dict[str, Any]
+    view: str
+    """The job's page in the results viewer, relative to the API's address (like ``Location``)."""
 
 
 def job_object(job: Job, objects: ObjectStore, presign_seconds: int) -> JobObject:
@@ -76,4 +78,5 @@ def job_object(job: Job, objects: ObjectStore, presign_seconds: int) -> JobObjec
         cancel_requested=job.cancel_requested,
         webhook=job.spec.webhook,
         metadata=job.metadata,
+        view=f"/view/jobs/{job.id}",
     )
