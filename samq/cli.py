@@ -170,7 +170,10 @@ def _server_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _embedded_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=8000, help="the API's port on 127.0.0.1 (default 8000)")
+    port = int(os.environ.get("SAMQ_API_PORT", "8000"))
+    parser.add_argument(
+        "--port", type=int, default=port, help="the API's port on 127.0.0.1 (default $SAMQ_API_PORT, else 8000)"
+    )
     parser.add_argument(
         "--data-dir", type=Path, default=Path("samq-data"), help="where Redis and results live (default ./samq-data)"
     )

@@ -10,7 +10,7 @@
 # locked setuptools installed first (an isolated build would pull the newest CUDA torch), and without sam2's
 # optional CUDA extension (SAM2_BUILD_CUDA=0).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."  # the checkout, also when called through a link
 lock=requirements/runtime.txt
 [ "${1:-}" = "--dev" ] && lock=requirements/dev.txt
 [ -x .venv/bin/python ] || python3 -m venv .venv
