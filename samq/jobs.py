@@ -73,16 +73,20 @@ class Job(dict[str, Any]):
         timeout: float | None = None,
         *,
         interval: float = 0.25,
+        max_interval: float = 2.0,
         on_update: Callable[[Job], None] | None = None,
         progress: bool = False,
     ) -> Job:
         """Poll until the job ended and return it (whatever the outcome: see :meth:`raise_for_status`).
 
-        ``on_update`` sees the job at every poll; ``progress`` draws a progress bar on stderr (a plain line per change
-        when stderr is not a terminal). Raises :class:`WaitTimeout` after ``timeout`` seconds; the job goes on.
+        Polls every ``interval`` seconds while the job moves, backing off to ``max_interval`` while it does not (an
+        hour of video is not polled four times a second). ``on_update`` sees the job at every poll; ``progress`` draws
+        a progress bar on stderr (a plain line per change when stderr is not a terminal). Raises
+        :class:`WaitTimeout` after ``timeout`` seconds; the job goes on.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         display = JobProgress(sys.stderr) if progress else None
+        pause, seen = interval, None
         try:
             while True:
                 if on_update is not None:
@@ -93,8 +97,9 @@ class Job(dict[str, Any]):
                     return self
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeout(f"job {self.id} still {self.status} after {timeout:g} s")
-                pause = interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic()))
-                time.sleep(pause)
+                state = (self.status, self["progress"].get("done"))
+                pause, seen = (interval if state != seen else min(pause * 1.5, max_interval)), state
+                time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
                 self.refresh()
         finally:
             if display is not None:

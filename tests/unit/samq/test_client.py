@@ -260,3 +260,14 @@ def test_job_progress_prints_a_plain_line_per_change_when_not_a_terminal() -> No
         "job_1 succeeded 2/2 items",
     ]
     assert "\r" not in out.getvalue()
+
+
+def test_wait_backs_off_while_nothing_changes_and_speeds_up_on_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    states = [job_object(status="running", progress={"done": 0, "total": 2, "unit": "items"})] * 5
+    states += [job_object(status="running", progress={"done": 1, "total": 2, "unit": "items"})]
+    states += [job_object(status="succeeded", progress={"done": 2, "total": 2, "unit": "items"})]
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    server = Server(*(httpx.Response(200, json=state) for state in states))
+    server.client().get("job_1").wait(interval=0.2, max_interval=0.6)
+    assert pauses == pytest.approx([0.2, 0.3, 0.45, 0.6, 0.6, 0.2])  # progress moved: back to the short interval
