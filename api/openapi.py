@@ -21,6 +21,7 @@ from api.jobs import ListQuery
 from api.roboflow.requests import ConceptRequest, Sam2Request
 from api.roboflow.responses import RESPONSE_MODELS
 from api.views import DeliveryList, ErrorBody, Health, JobList, RoboflowErrorBody, UploadCreated, WebhookSecret
+from tasks import documents
 from tasks.jobs import JobSpec
 from tasks.views import JobObject
 
@@ -191,7 +192,7 @@ ROUTES: tuple[Route, ...] = (
         "getJobResult",
         "The result document of a succeeded job",
         "jobs",
-        {200: Answer("The result document (result.json)", {"type": "object"})},
+        {200: Answer("The result document, by the job's type (ResultDocument)", "ResultDocument")},
         errors=(404, 409, 410),
         parameters=(JOB_ID,),
     ),
@@ -201,7 +202,7 @@ ROUTES: tuple[Route, ...] = (
         "getBatchItemResult",
         "The result document of one item of a batch job",
         "jobs",
-        {200: Answer("The item's result document (its result.json, or summary.json for a video)", {"type": "object"})},
+        {200: Answer("The item's result document, by the template's type (ItemDocument)", "ItemDocument")},
         errors=(404, 409, 410),
         parameters=(
             JOB_ID,
@@ -366,17 +367,19 @@ def build_openapi(version: str, *, keys: bool = True) -> dict[str, Any]:
 
 def _components() -> tuple[dict[str, Schema], dict[type[BaseModel], list[Schema]]]:
     """All schemas in one pass (so shared definitions agree), and the query parameters of QUERIES."""
+    named = {**REQUESTS, **documents.NAMED}  # and the result documents (tasks.documents)
     inputs: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = [
-        *((name, "validation", TypeAdapter(model)) for name, model in REQUESTS.items()),
+        *((name, "validation", TypeAdapter(model)) for name, model in named.items()),
         *((model.__name__, "serialization", TypeAdapter(model)) for model in RESPONSES),
         *((model.__name__, "validation", TypeAdapter(model)) for model in QUERIES),
     ]
     tops, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
     schemas: dict[str, Schema] = dict(defs.get("$defs", {}))
-    for name in REQUESTS:
+    for name in named:
         top = tops[(name, "validation")]
-        if "$ref" not in top:  # a union (the job spec) has no definition of its own
+        if "$ref" not in top:  # a union (the job spec, a document) has no definition of its own
             schemas[name] = top
+    schemas["ResultView"]["properties"]["summary"] = _schema("JobSummary")  # stored and served as it was written
     queries = {}
     for model in QUERIES:
         fields = schemas.pop(model.__name__)["properties"]
