@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv and installs samq into it from the locks in requirements/, never downloading CUDA torch.
 #   scripts/install.sh          runtime only (requirements/runtime.txt)
-#   scripts/install.sh --dev    plus the test and lint tools (requirements/dev.txt), and Roboflow's inference-sdk
-#                               in .venv-roboflow (requirements/roboflow-client.txt) for the compatibility tests
+#   scripts/install.sh --dev    plus the test and lint tools (requirements/dev.txt), Roboflow's inference-sdk in
+#                               .venv-roboflow (requirements/roboflow-client.txt) for the compatibility tests, and
+#                               Debian's chromium and chromium-driver for the browser tests (apt, when run as root)
 # Every package but torch and torchvision is pinned with hashes (pip's hash-checking mode), so two installs of
 # the same commit get the same files. torch and torchvision are pinned to exact versions by constraints.txt; which
 # build of them pip takes is the index's choice (the CPU wheel on these machines; see README, Development).
@@ -25,4 +26,12 @@ if [ "${1:-}" = "--dev" ]; then  # Roboflow's client, in an environment of its o
   [ -x .venv-roboflow/bin/python ] || python3 -m venv .venv-roboflow
   .venv-roboflow/bin/pip install -q --require-hashes --no-deps -r requirements/roboflow-client.txt
   .venv-roboflow/bin/pip check
+  if [ ! -x /usr/bin/chromedriver ]; then  # the pages' tests drive Debian's Chromium headless (no browser download)
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+    else
+      echo "install.sh: the browser tests need Debian's Chromium: sudo apt-get install chromium chromium-driver" >&2
+    fi
+  fi
 fi

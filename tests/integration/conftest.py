@@ -88,6 +88,13 @@ def bare_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def trusting_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A bare stack whose workers may call loopback URLs (the tests' own webhook receivers and media servers)."""
+    env = {**local_storage_env(tmp_path / "objects"), "SAMQ_ALLOW_PRIVATE_URLS": "127.0.0.1/32"}
+    yield from _stack(tmp_path, env)
+
+
+@pytest.fixture
 def rate_limited_stack(tmp_path: Path) -> Iterator[Stack]:
     """No worker; the API allows 1 request a second, in bursts of 2."""
     env = {"SAMQ_API_RATE_PER_SECOND": "1", "SAMQ_API_RATE_BURST": "2"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from samq.embedded import redis_server
 from samq.errors import ApiError
 from tasks.batch_store import BatchStore
 from tests.support.images import png_bytes, scene
+from tests.support.results import download, files_of
 from tests.support.stack import Stack, s3_storage_env, stack_env
 
 BOX = {"x0": 10, "y0": 8, "x1": 60, "y1": 50}
@@ -44,16 +44,6 @@ def segment_batch(inputs: dict[str, Any], **extra: Any) -> dict[str, Any]:
 def manifest(client: Client, lines: list[dict[str, Any]]) -> dict[str, str]:
     body = "\n".join(json.dumps(line) for line in lines).encode()
     return {"upload": client.upload(body, "application/x-ndjson")["id"]}
-
-
-def download(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        data: bytes = response.read()
-        return data
-
-
-def files_of(job: dict[str, Any]) -> dict[str, str]:
-    return {f["name"]: f["url"] for f in job["result"]["files"]}
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,11 @@ from pycocotools.coco import COCO
 
 from storage import keys
 from tests.support.images import b64, png_bytes, scene
+from tests.support.results import download, files_of
 from tests.support.stack import Stack
 
 BOX = {"x0": 10, "y0": 8, "x1": 60, "y1": 50}
 TENANT = "default"  # the open server's one tenant
-
-
-def download(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        data: bytes = response.read()
-        return data
-
-
-def files_of(job: dict[str, Any]) -> dict[str, str]:
-    return {f["name"]: f["url"] for f in job["result"]["files"]}
 
 
 def concept_batch(uploads: list[str], nothing: float) -> dict[str, Any]:

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from samq.embedded import redis_server
 from tasks.jobs import JobStatus
 from tasks.names import JOB_TYPES, Queue
 from tasks.stats import QUEUE_WAIT_BUCKETS, RUNTIME_BUCKETS
 from tests.support.images import png_bytes, scene
 from tests.support.receiver import Receiver, receiving
-from tests.support.stack import Stack, local_storage_env, stack_env
+from tests.support.stack import Stack
 
 Labels = frozenset[tuple[str, str]]
 BOX = {"x0": 10, "y0": 8, "x1": 60, "y1": 50}
@@ -52,19 +49,6 @@ class Scrape:
         les = ["+Inf" if b == float("inf") else repr(b) for b in bounds]
         buckets = [self(f"{name}_bucket", le=le, **labels) for le in les]
         return buckets, self(f"{name}_count", **labels), self(f"{name}_sum", **labels)
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    """A fresh stack of this test's own (its counters start at zero) whose worker may call the test's receiver."""
-    with redis_server(tmp_path / "redis", appendonly=False) as url:
-        env = {**local_storage_env(tmp_path / "objects"), "SAMQ_ALLOW_PRIVATE_URLS": "127.0.0.1/32"}
-        deployment = Stack(url, stack_env(url, env), logs=tmp_path)
-        try:
-            deployment.start_api()
-            yield deployment
-        finally:
-            deployment.stop()
 
 
 def segment(image: dict[str, str], **extra: Any) -> dict[str, Any]:
@@ -102,7 +86,8 @@ def check_all_zero(m: Scrape) -> None:
     assert m("samq_http_requests_total", route="/readyz", method="GET", status="200") >= 1, "the stack's probe"
 
 
-def test_every_series_is_there_at_zero_and_counts_what_happened(stack: Stack) -> None:
+def test_every_series_is_there_at_zero_and_counts_what_happened(trusting_stack: Stack) -> None:
+    stack = trusting_stack  # its own Redis: every counter starts at zero
     client = stack.client
     check_all_zero(Scrape(stack.api_url))
 

@@ -35,6 +35,7 @@ from tasks.documents import (
 )
 from tests.integration.test_track_jobs import clip, finish, track, upload
 from tests.support.images import b64, png_bytes, scene
+from tests.support.results import files_of
 from tests.support.stack import Stack
 from tests.support.videos import detections_jsonl
 
@@ -56,10 +57,6 @@ def typed_union(adapter: TypeAdapter[Any], raw: Any) -> Any:
     document = adapter.validate_python(raw)
     assert adapter.dump_python(document, mode="json", exclude_unset=True) == raw
     return document
-
-
-def files_of(job: dict[str, Any]) -> dict[str, str]:
-    return {f["name"]: f["url"] for f in job["result"]["files"]}
 
 
 def served(client: Client, job: dict[str, Any]) -> Any:
