@@ -14,10 +14,12 @@ from urllib.parse import urlsplit
 
 import boto3
 import psutil  # type: ignore[import-untyped, unused-ignore]
+import pytest
 
 from samq.client import Client
 from samq.embedded import redis_server
 from samq.errors import ApiError
+from storage import keys
 from tests.support.images import b64, png_bytes, scene
 from tests.support.moto_server import moto_s3_server
 from tests.support.stack import Stack, s3_storage_env, stack_env
@@ -131,3 +133,18 @@ def _listens(process: psutil.Process, port: int) -> bool:
         return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in process.net_connections("tcp"))
     except (psutil.AccessDenied, psutil.NoSuchProcess):
         return False
+
+
+def test_the_python_client_retries_a_503_after_retry_after_until_storage_is_back(tmp_path: Path) -> None:
+    with s3_behind_a_proxy(tmp_path, outage_seconds=60) as (stack, proxy):
+        image = png_bytes(scene(seed=300))
+        proxy.down()
+        with pytest.raises(ApiError) as refused:
+            Client(stack.api_url, max_retries=0).upload(image, "image/png")
+        assert refused.value.status == 503 and refused.value.code == "storage_unavailable"
+        assert refused.value.retry_after == 5
+        threading.Timer(2, proxy.up).start()
+        started = time.monotonic()
+        upload = Client(stack.api_url).upload(image, "image/png")  # refused once more, then sent again after 5 s
+        assert upload["id"].startswith("upl_") and time.monotonic() - started >= 5
+        assert stack.objects.get(keys.upload("default", upload["id"])) == image

@@ -33,6 +33,8 @@ class TcpProxy:
             listener, self._listener = self._listener, None
             sockets, self._open = self._open, set()
         if listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accepting thread: a close alone would leave it
+                listener.shutdown(socket.SHUT_RDWR)  # blocked in accept(), taking one more connection
             listener.close()
         for sock in sockets:
             with contextlib.suppress(OSError):
