@@ -24,12 +24,13 @@ from bench.report import hardware, print_title
 from bench.roboflow import RoboflowOptions, measure_roboflow
 from bench.segment import SegmentOptions, measure_segment
 from bench.stacks import DEFAULT_IMAGE_SIZE, log_tail, running_stack, start_worker
+from bench.storage import STORAGE_IMAGE_SIZE, STORAGE_JOBS, STORAGE_RTTS_MS, StorageOptions, measure_storage
 from bench.video import VideoOptions, measure_video
 from bench.video_child import VideoRun, video_child
 from tasks.batch_specs import MAX_BATCH_ITEMS_INLINE
 from tasks.names import Queue
 
-SECTIONS = ("segment", "concept", "video", "bulk", "roboflow")
+SECTIONS = ("segment", "concept", "video", "bulk", "roboflow", "storage")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Plan:
     video: VideoOptions | None
     bulk: BulkOptions | None
     roboflow: RoboflowOptions | None
+    storage: StorageOptions | None
     json: Path | None
     keep: bool
 
@@ -58,8 +60,8 @@ def parser() -> argparse.ArgumentParser:
         "--only",
         choices=SECTIONS,
         default=None,
-        help="run one section: segment ((a) and (b)), concept (SAM3), video (SAM2 tracking), bulk (batch vs jobs) "
-        "or roboflow (compat calls: overhead and 64 at once)",
+        help="run one section: segment ((a) and (b)), concept (SAM3), video (SAM2 tracking), bulk (batch vs jobs), "
+        "roboflow (compat calls: overhead and 64 at once) or storage (throughput with S3 behind a latency proxy)",
     )
     add("--concept-repeats", type=int, default=5, help="fresh images per phrase count in the concept timings")
     add(
@@ -89,6 +91,24 @@ def parser() -> argparse.ArgumentParser:
     add("--bulk-repeats", type=int, default=BULK_REPEATS, help=f"runs of each bulk measure (default {BULK_REPEATS})")
     add("--roboflow-calls", type=int, default=64, help="compat calls at once in (c2) (default 64)")
     add("--roboflow-rounds", type=int, default=3, help="rounds of (c2) (default 3)")
+    add(
+        "--storage-image-size",
+        type=int,
+        default=STORAGE_IMAGE_SIZE,
+        help=f"SAM2 input size in the storage section (default {STORAGE_IMAGE_SIZE})",
+    )
+    add(
+        "--storage-jobs",
+        type=int,
+        default=STORAGE_JOBS,
+        help=f"jobs (and batch items) per row (default {STORAGE_JOBS})",
+    )
+    add(
+        "--storage-rtts",
+        default=",".join(f"{r:g}" for r in STORAGE_RTTS_MS),
+        metavar="MS,MS",
+        help="storage round trips the proxies add, one row each (default 0,50,100)",
+    )
     add("--video-child", default=None, help=argparse.SUPPRESS)  # internal: one measured process
     return parser
 
@@ -105,11 +125,16 @@ def plan(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> Plan:
         fail("--video-short-frames and --video-long-frames must be at least 2")
     if args.video_image_size < 64 or args.video_image_size % 32:
         fail("--video-image-size must be a multiple of 32, at least 64")
+    if args.storage_jobs < 1 or args.storage_image_size < 64 or args.storage_image_size % 32:
+        fail("--storage-jobs must be at least 1, --storage-image-size a multiple of 32, at least 64")
     try:
         phrase_counts = [int(v) for v in args.concept_phrases.split(",")]
         memory_image = tuple(int(v) for v in args.memory_image.lower().split("x"))
+        rtts = tuple(float(v) for v in args.storage_rtts.split(","))
     except ValueError:
-        fail("--concept-phrases takes comma-separated counts, --memory-image WIDTHxHEIGHT")
+        fail("--concept-phrases takes comma-separated counts, --memory-image WIDTHxHEIGHT, --storage-rtts MS,MS")
+    if min(rtts) < 0:
+        fail("--storage-rtts: round trips of 0 ms or more")
     if not all(1 <= n <= len(PHRASES) for n in phrase_counts):
         fail(f"--concept-phrases: each count within 1..{len(PHRASES)}")
     if len(memory_image) != 2 or min(memory_image) < 1:
@@ -130,6 +155,9 @@ def plan(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> Plan:
         bulk=BulkOptions(args.model, size, args.bulk_n, args.bulk_repeats) if "bulk" in chosen else None,
         roboflow=RoboflowOptions(args.model, args.repeats, args.roboflow_calls, args.roboflow_rounds)
         if "roboflow" in chosen
+        else None,
+        storage=StorageOptions(args.model, args.storage_image_size, args.storage_jobs, rtts)
+        if "storage" in chosen
         else None,
         json=args.json,
         keep=args.keep,
@@ -163,6 +191,8 @@ def run(plan: Plan, workdir: Path) -> None:
             steps.append(("video", partial(measure_video, plan.video, workdir / "video", hw)))
         if plan.bulk is not None:
             steps.append(("bulk", partial(measure_bulk, plan.bulk, workdir / "bulk", hw)))
+        if plan.storage is not None:
+            steps.append(("storage", partial(measure_storage, plan.storage, workdir / "storage", hw)))
         for index, (name, measure) in enumerate(steps):
             if index or plan.segment is not None:
                 print()
@@ -194,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"bench: {type(e).__name__}: {e}", file=sys.stderr)
         print(log_tail(workdir / "logs"), file=sys.stderr)
-        if chosen.bulk is not None:
-            print(log_tail(workdir / "bulk" / "logs"), file=sys.stderr)
+        for section in ("bulk", "storage"):
+            if getattr(chosen, section) is not None:
+                print(log_tail(workdir / section / "logs"), file=sys.stderr)
         return 1
     finally:
         if chosen.keep:
