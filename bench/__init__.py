@@ -61,7 +61,8 @@ with its own prompt, while one client polls ``GET /v1/jobs/{id}`` every 20 ms. T
 the polls' p99 ≤ 100 ms (next to the same poll's p50/p99 with nothing else running).
 
 Then the storage section, on a stack of its own with S3 (moto's server) behind two latency-adding TCP proxies (the
-API's and the worker's, ``tests/support/tcp_proxy.py``): at each round trip of ``--storage-rtts`` (default 0, 50,
+API's and the worker's, ``tests/support/tcp_proxy.py``; a new connection costs ``--storage-handshake-rtts`` round
+trips more, default 1, TCP's handshake): at each round trip of ``--storage-rtts`` (default 0, 50,
 100 ms), ``--storage-jobs`` (default 24) segment jobs on never-seen images (uploaded first, outside the clock), all
 submitted then awaited, on one ``samq worker --queues interactive`` at ``--storage-image-size`` (default 256): jobs/s;
 then one batch job over as many images on a ``--queues bulk,io`` worker: items/s; each against its 0 ms row (targets
@@ -88,7 +89,8 @@ Flags: ``--only {segment,concept,video,bulk,roboflow,storage}`` (default: all si
 ``--memory-phrases N`` (default 8), ``--no-memory``; ``--video-image-size`` (default 256), ``--video-short-frames``
 (default 60), ``--video-long-frames`` (default 600), ``--video-repeats`` (default 5); ``--bulk-n`` (default 64),
 ``--bulk-repeats`` (default 3); ``--roboflow-calls`` (default 64), ``--roboflow-rounds`` (default 3);
-``--storage-image-size`` (default 256), ``--storage-jobs`` (default 24), ``--storage-rtts`` (default 0,50,100);
+``--storage-image-size`` (default 256), ``--storage-jobs`` (default 24), ``--storage-rtts`` (default 0,50,100),
+``--storage-handshake-rtts`` (default 1);
 ``--image-size``, ``--model`` (SAM2 only), ``--repeats`` (segment section), ``--json
 PATH`` (the concept, video, bulk, roboflow and storage numbers under ``"concept"``, ``"video"``, ``"bulk"``,
 ``"roboflow"`` and ``"storage"``), ``--keep``.

@@ -109,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="MS,MS",
         help="storage round trips the proxies add, one row each (default 0,50,100)",
     )
+    add(
+        "--storage-handshake-rtts",
+        type=int,
+        default=1,
+        help="round trips a new storage connection costs before its first request (default 1: TCP; TLS adds 1-2)",
+    )
     add("--video-child", default=None, help=argparse.SUPPRESS)  # internal: one measured process
     return parser
 
@@ -125,8 +131,16 @@ def plan(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> Plan:
         fail("--video-short-frames and --video-long-frames must be at least 2")
     if args.video_image_size < 64 or args.video_image_size % 32:
         fail("--video-image-size must be a multiple of 32, at least 64")
-    if args.storage_jobs < 1 or args.storage_image_size < 64 or args.storage_image_size % 32:
-        fail("--storage-jobs must be at least 1, --storage-image-size a multiple of 32, at least 64")
+    if (
+        args.storage_jobs < 1
+        or args.storage_handshake_rtts < 0
+        or args.storage_image_size < 64
+        or args.storage_image_size % 32
+    ):
+        fail(
+            "--storage-jobs must be at least 1, --storage-handshake-rtts at least 0, --storage-image-size a multiple "
+            "of 32, at least 64"
+        )
     try:
         phrase_counts = [int(v) for v in args.concept_phrases.split(",")]
         memory_image = tuple(int(v) for v in args.memory_image.lower().split("x"))
@@ -156,7 +170,9 @@ def plan(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> Plan:
         roboflow=RoboflowOptions(args.model, args.repeats, args.roboflow_calls, args.roboflow_rounds)
         if "roboflow" in chosen
         else None,
-        storage=StorageOptions(args.model, args.storage_image_size, args.storage_jobs, rtts)
+        storage=StorageOptions(
+            args.model, args.storage_image_size, args.storage_jobs, rtts, args.storage_handshake_rtts
+        )
         if "storage" in chosen
         else None,
         json=args.json,

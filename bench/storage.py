@@ -59,6 +59,7 @@ class StorageOptions:
     image_size: int
     jobs: int
     rtts_ms: tuple[float, ...]
+    handshake_rtts: int = 1
 
 
 @dataclass
@@ -141,15 +142,16 @@ class Proxies:
 
 
 @contextmanager
-def far_storage() -> Iterator[tuple[str, Proxies]]:
-    """moto's S3 server with the bench's bucket, and the two proxies in front of it; all stopped on exit."""
+def far_storage(handshake_rtts: int) -> Iterator[tuple[str, Proxies]]:
+    """moto's S3 server with the bench's bucket, and the two proxies in front of it (a new connection costs
+    ``handshake_rtts`` round trips more); all stopped on exit."""
     with moto_s3_server() as endpoint:
         s3 = boto3.client(
             "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
         )
         s3.create_bucket(Bucket=BUCKET)
         port = int(urlsplit(endpoint).port or 0)
-        proxies = Proxies(TcpProxy(port), TcpProxy(port))
+        proxies = Proxies(TcpProxy(port, handshake_rtts=handshake_rtts), TcpProxy(port, handshake_rtts=handshake_rtts))
         try:
             yield endpoint, proxies
         finally:
@@ -272,7 +274,7 @@ def measure_storage(options: StorageOptions, workdir: Path, hw: dict[str, Any]) 
     """The section on a stack of its own under ``workdir``; prints the tables, returns the raw numbers."""
     print_header(options, hw)
     size, n = options.image_size, options.jobs
-    with far_storage() as (_, proxies):
+    with far_storage(options.handshake_rtts) as (_, proxies):
         env = {**s3_storage_env(proxies.api.url, BUCKET), **BULK_API_ENV, "SAMQ_IMAGE_SIZE": str(size)}
         with running_stack(workdir, size, env) as stack:
             client = Client(stack.api_url, timeout=60)
@@ -321,7 +323,8 @@ def print_header(options: StorageOptions, hw: dict[str, Any]) -> None:
     )
     print(
         f"- storage: moto's S3 server behind two TCP proxies (the API's, the worker's) adding a round trip of "
-        f"{rtts} ms (half each way, per chunk); {options.jobs} never-seen synthetic {IMAGE_W}×{IMAGE_H} JPEGs per "
+        f"{rtts} ms (half each way, per chunk; a new connection's first bytes {options.handshake_rtts} round "
+        f"trip{'s' if options.handshake_rtts != 1 else ''} more, its handshake); {options.jobs} never-seen synthetic {IMAGE_W}×{IMAGE_H} JPEGs per "
         "row, uploaded beforehand at 0 ms; one point prompt; segment: all jobs submitted, then awaited; batch: one "
         "job over as many items; walls from the first submission to the last finished_at"
     )

@@ -3,9 +3,10 @@ the same port: while it is down, connections are refused and open ones are cut, 
 
 It can also stand for a far server: with ``rtt`` set, every chunk waits ``rtt / 2`` in each direction (a round trip
 through the proxy costs ``rtt`` more), each direction a queue of timestamped chunks drained by a sender thread, so
-that the delay adds latency without limiting throughput; and a new connection's first bytes wait one round trip
-more, as a client's would for TCP's handshake (the proxy's own accept is local and instant; TLS is not modelled). And it counts what goes through: connections accepted, and
-HTTP requests on the client → server stream (:class:`RequestCounter`), for the benchmark's requests per job.
+that the delay adds latency without limiting throughput; and a new connection's first bytes wait ``handshake_rtts``
+round trips more (default 1: TCP's handshake, which the proxy's local accept skips; TLS would add one or two). And it
+counts what goes through: connections accepted, and HTTP requests on the client → server stream
+(:class:`RequestCounter`), for the benchmark's requests per job.
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ class RequestCounter:
 
 
 class TcpProxy:
-    def __init__(self, target_port: int, rtt: float = 0.0) -> None:
+    def __init__(self, target_port: int, rtt: float = 0.0, handshake_rtts: int = 1) -> None:
         self.target_port = target_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.rtt = rtt
         """Seconds added to a round trip (half each way); read at every chunk, so it may change while running."""
+        self.handshake_rtts = handshake_rtts
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -144,10 +146,11 @@ class TcpProxy:
         counter: RequestCounter | None,
     ) -> None:
         """Queue each chunk from ``source`` with the time it is due at the other end (none before the handshake's
-        round trip is over); ``b""`` when it ends."""
+        round trips are over); ``b""`` when it ends."""
         try:
             while data := source.recv(CHUNK):
-                chunks.put((max(time.monotonic(), accepted + self.rtt) + self.rtt / 2, data))
+                ready = accepted + self.handshake_rtts * self.rtt
+                chunks.put((max(time.monotonic(), ready) + self.rtt / 2, data))
                 if counter is not None:
                     self._count(counter, data)
         except OSError:

@@ -103,14 +103,18 @@ def test_a_round_trip_costs_the_rtt_more(echo_port: int, proxies: list[TcpProxy]
     assert times["fast"] < 0.1
 
 
-def test_a_new_connection_costs_a_round_trip_more(echo_port: int, proxies: list[TcpProxy]) -> None:
-    """TCP's handshake: the first bytes reach the server one round trip later than on an open connection."""
-    proxy = proxy_to(echo_port, proxies, rtt=0.2)
+@pytest.mark.parametrize("handshake_rtts", [0, 1, 2])
+def test_a_new_connection_costs_its_handshake_round_trips_more(
+    echo_port: int, proxies: list[TcpProxy], handshake_rtts: int
+) -> None:
+    """TCP's handshake (and TLS's): the first bytes reach the server that many round trips later than they would
+    on an open connection."""
+    proxies.append(proxy := TcpProxy(echo_port, rtt=0.4, handshake_rtts=handshake_rtts))
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
         sock.sendall(b"first")
         assert received(sock, 5) == b"first"
-    assert time.monotonic() - started >= 2 * 0.2
+    assert (1 + handshake_rtts) * 0.4 <= time.monotonic() - started < (1 + handshake_rtts) * 0.4 + 0.3
 
 
 def test_the_delay_adds_latency_without_serialising_chunks(echo_port: int, proxies: list[TcpProxy]) -> None:
