@@ -108,11 +108,11 @@ class Row:
 
 
 def patterns(traffic: Traffic) -> Counter[str]:
-    """Requests by method and key pattern: ids (hex digests, uuids, long tokens) become ``{id}``, numbers (item and
-    shard indexes) ``{n}``, query values go."""
+    """Requests by method and key pattern: ids (hex digests, uuids, long tokens) become ``{id}``, zero-padded item
+    and shard indexes ``{n}``, query values go."""
 
     def segment(part: str) -> str:
-        return re.sub(r"^[0-9]+(?=\.|$)", "{n}", re.sub(r"^[0-9A-Za-z_-]{16,}(?=\.|$)", "{id}", part))
+        return re.sub(r"^[0-9]{4,}(?=\.|$)", "{n}", re.sub(r"^[0-9A-Za-z_-]{16,}(?=\.|$)", "{id}", part))
 
     def pattern(method: str, target: str) -> str:
         parts = urlsplit(target)
