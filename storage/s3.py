@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +14,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.handlers import add_expect_header
+from botocore.utils import determine_content_length
 
 from storage.base import (
     BackendUnavailableError,
@@ -33,6 +35,9 @@ _TRANSIENT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError)
 class S3Store:
     """ObjectStore over one bucket; ``for_bucket`` gives a view of another bucket on the same client.
 
+    One client serves every call of a process (boto3 clients are thread-safe): its pool keeps connections alive
+    between requests. Objects under the multipart threshold go up in one PutObject, without s3transfer's thread pool.
+
     ``presign_client`` signs the URLs of ``presign_get`` (default: ``client``): one configured for the endpoint as
     clients reach it (:func:`make_presign_client`). Signing is local, so that client never connects anywhere.
     """
@@ -50,8 +55,11 @@ class S3Store:
         return S3Store(self._client, bucket, self._transfer_config, self._presign_client)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        """Upload ``data``; above the transfer config's threshold it goes as a multipart upload."""
+        """Upload ``data``: one PutObject, or from the transfer config's threshold up a multipart upload."""
         with _translated(self._bucket, key):
+            if len(data) < self._transfer_config.multipart_threshold:
+                self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type)
+                return
             self._client.upload_fileobj(
                 io.BytesIO(data),
                 self._bucket,
@@ -61,8 +69,13 @@ class S3Store:
             )
 
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
-        """Upload a local file, streamed; above the transfer config's threshold as a multipart upload."""
+        """Upload a local file, streamed: one PutObject, or from the transfer config's threshold up a multipart
+        upload."""
         with _translated(self._bucket, key):
+            if path.stat().st_size < self._transfer_config.multipart_threshold:
+                with path.open("rb") as body:
+                    self._client.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
+                return
             self._client.upload_file(
                 str(path), self._bucket, key, ExtraArgs={"ContentType": content_type}, Config=self._transfer_config
             )
@@ -134,8 +147,32 @@ class S3Store:
 
 
 def make_s3_client(settings: StorageSettings) -> Any:
-    """A boto3 S3 client for ``settings``; unset credentials fall back to boto3's default chain."""
-    return _client(settings, settings.s3_endpoint_url)
+    """A boto3 S3 client for ``settings``; unset credentials fall back to boto3's default chain. PUT bodies under
+    ``expect_continue_bytes`` go without ``Expect: 100-continue`` (botocore asks it for every streamed body)."""
+    client = _client(settings, settings.s3_endpoint_url)
+    events = client.meta.events  # the client's own copy: other clients keep botocore's handler
+    events.unregister("before-call.s3", add_expect_header)
+    events.register("before-call.s3", expect_continue_from(settings.expect_continue_bytes))
+    return client
+
+
+def expect_continue_from(min_bytes: int) -> Callable[..., None]:
+    """A ``before-call`` handler in place of botocore's ``add_expect_header``: ``Expect: 100-continue`` on a PUT or
+    POST whose body is ``min_bytes`` or more (or of unknown length), none on a smaller one.
+
+    The header makes the client send the headers, wait a round trip for the server's go-ahead, then the body: on a
+    large body (a multipart part) a refusal (expired credentials, a redirect, SlowDown) then costs that round trip,
+    not the body's transfer, which dwarfs it anyway. On a result document of a few KB the wait is the whole cost.
+    """
+
+    def add(model: Any, params: dict[str, Any], **kwargs: Any) -> None:
+        if model.http.get("method") not in ("PUT", "POST") or "body" not in params:
+            return
+        size = determine_content_length(params["body"])
+        if size is None or size >= min_bytes:
+            params["headers"]["Expect"] = "100-continue"
+
+    return add
 
 
 def make_presign_client(settings: StorageSettings) -> Any | None:
@@ -150,6 +187,7 @@ def make_presign_client(settings: StorageSettings) -> Any | None:
 def _client(settings: StorageSettings, endpoint_url: str | None) -> Any:
     config = Config(
         s3={"addressing_style": "path"},
+        max_pool_connections=settings.max_connections,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         retries={"max_attempts": settings.max_retries, "mode": "standard"},

@@ -35,6 +35,12 @@ class StorageSettings(BaseSettings):
     read_timeout: float = 60.0
     max_retries: int = 4
     multipart_threshold_bytes: int = 64 * 1024 * 1024
+    """Smaller objects go up in one PutObject; larger ones as a multipart upload (8 MiB parts)."""
+    expect_continue_bytes: int = 8 * 1024 * 1024
+    """A PUT body at least this large asks ``Expect: 100-continue`` first (so a refused request costs one round trip,
+    not the body); a smaller one goes at once."""
+    max_connections: int = 16
+    """Connections the S3 client of a process keeps open for reuse (it makes more under load, but closes them)."""
 
     @property
     def readable_buckets(self) -> frozenset[str]:

@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
-from storage import S3Lister, make_s3_lister, make_s3_reader, make_store
+from storage import S3Lister, Storage, open_storage
 from storage.settings import StorageSettings
 from tasks.batch_store import BatchStore
 from tasks.broker import connect
@@ -60,6 +60,12 @@ class WorkerProcess:
         return connect(self.settings.queue)
 
     @functools.cached_property
+    def storage(self) -> Storage:
+        """One S3 client (one pool of kept-alive connections) for everything this process reads and writes: jobs,
+        ``s3://`` media and webhook deliveries alike. Built in the pool child, like the runtime."""
+        return open_storage(self.settings.storage)
+
+    @functools.cached_property
     def jobs(self) -> JobStore:
         return JobStore(self.redis, self.settings.queue)
 
@@ -76,12 +82,12 @@ class WorkerProcess:
     @functools.cached_property
     def runtime(self) -> Runtime:
         """What jobs run with: built on this child's first job, then kept warm."""
-        queue, storage, worker = self.settings.queue, self.settings.storage, self.settings.worker
+        queue, worker = self.settings.queue, self.settings.worker
         if worker.torch_threads:
             import torch  # the pipeline imported it already; this only sets the pool child's thread count
 
             torch.set_num_threads(worker.torch_threads)
-        objects = JobObjects(make_store(storage), worker.storage_outage_seconds)
+        objects = JobObjects(self.storage.objects, worker.storage_outage_seconds)
 
         log.info(
             "worker runtime: device=%s random_weights=%s image_size=%s",
@@ -94,7 +100,7 @@ class WorkerProcess:
             objects=objects,
             media=MediaSource(
                 objects,
-                make_s3_reader(storage),
+                self.storage.read_s3,
                 max_bytes=worker.max_media_bytes,
                 timeout=worker.fetch_timeout_seconds,
                 total_seconds=worker.fetch_total_seconds,
@@ -102,7 +108,7 @@ class WorkerProcess:
             ),
             models=ModelRegistry(worker),
             embeddings=EmbeddingCache(worker.embedding_cache_bytes),
-            batch=self.batch_context(make_s3_lister(storage)),
+            batch=self.batch_context(self.storage.list_s3),
             track=TrackLimits.from_settings(worker),
             max_image_pixels=queue.max_image_pixels,
             max_attempts=queue.max_attempts,
@@ -114,13 +120,13 @@ class WorkerProcess:
     @functools.cached_property
     def deliverer(self) -> Deliverer:
         """Webhook delivery needs no model: only Redis, the object store (to presign result URLs) and HTTP."""
-        queue, storage = self.settings.queue, self.settings.storage
+        queue = self.settings.queue
         return Deliverer(
             outbox=Outbox(self.redis, queue),
             secrets=WebhookSecrets(self.redis, queue.webhook_secret_overlap_seconds),
-            objects=make_store(storage),
+            objects=self.storage.objects,
             settings=queue,
-            presign_seconds=storage.presign_seconds,
+            presign_seconds=self.settings.storage.presign_seconds,
         )
 
 
