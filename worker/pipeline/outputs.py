@@ -1,4 +1,7 @@
-"""Result documents and files written under ``jobs/{job_id}/``; a re-run overwrites the same keys."""
+"""Result documents and files written under ``jobs/{job_id}/``; a re-run overwrites the same keys.
+
+A result's files are written at once (:meth:`JobObjects.writes`), each as soon as it is encoded: none is read before
+the job's result names them, and that is committed after they have all been written."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from tasks.specs import ConceptSpec, MaskFormat, SegmentSpec
 from worker.annotate import Canvas
 from worker.encoders import encode_png, encode_polygons, encode_rle
 from worker.pipeline.categories import DEFAULT_CATEGORY, CategoryTable, job_categories
-from worker.pipeline.objects import JobObjects
+from worker.pipeline.objects import JobObjects, Writes
 from worker.results import InstanceMasks
 from worker.runners.concept import ConceptInstances
 
@@ -53,29 +56,30 @@ def write_segment_result(
     category_ids = [categories.add(d.get("label")) for d in details]
     canvas, colour_by = Canvas(image) if image is not None else None, _colour_by(categories)
     found = zip(masks.masks, masks.boxes, masks.scores, category_ids, strict=True)
-    instances, files = _instances(objects, job, spec.output.formats, found, canvas, colour_by)
-    labels: dict[str, int] = {}
-    for instance, prompt_index, detail in zip(instances, masks.prompt_index.tolist(), details, strict=True):
-        instance["prompt_index"] = prompt_index
-        instance.update(detail)
-        if "label" in detail:
-            labels[detail["label"]] = labels.get(detail["label"], 0) + 1
-    if canvas is not None:
-        prompts = spec.prompts
-        canvas.prompts(
-            [(p.x, p.y, p.positive) for prompt in prompts for p in prompt.points],
-            [(b.x0, b.y0, b.x1, b.y1) for b in (prompt.box for prompt in prompts) if b is not None],
-        )
-        files.append(_write_annotated(objects, job, canvas, instances, masks.boxes, colour_by))
-    if keep_logits:
-        logits = io.BytesIO()
-        np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
-        files.append(objects.write(job, LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
-    if masks.logits is not None:  # output format "logits": Roboflow's NPZ, its names
-        npz = io.BytesIO()
-        np.savez_compressed(npz, masks=masks.logits, low_res_masks=masks.low_res_logits.astype(np.float32))
-        files.append(objects.write(job, MASK_LOGITS, npz.getvalue(), "application/octet-stream"))
-    files.append(_write_json(objects, job, _document(image_hw, image_id, categories, instances)))
+    with objects.writes(job) as writes:
+        instances, files = _instances(writes, spec.output.formats, found, canvas, colour_by)
+        labels: dict[str, int] = {}
+        for instance, prompt_index, detail in zip(instances, masks.prompt_index.tolist(), details, strict=True):
+            instance["prompt_index"] = prompt_index
+            instance.update(detail)
+            if "label" in detail:
+                labels[detail["label"]] = labels.get(detail["label"], 0) + 1
+        if canvas is not None:
+            prompts = spec.prompts
+            canvas.prompts(
+                [(p.x, p.y, p.positive) for prompt in prompts for p in prompt.points],
+                [(b.x0, b.y0, b.x1, b.y1) for b in (prompt.box for prompt in prompts) if b is not None],
+            )
+            files.append(_write_annotated(writes, canvas, instances, masks.boxes, colour_by))
+        if keep_logits:
+            logits = io.BytesIO()
+            np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
+            files.append(writes.add(LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
+        if masks.logits is not None:  # output format "logits": Roboflow's NPZ, its names
+            npz = io.BytesIO()
+            np.savez_compressed(npz, masks=masks.logits, low_res_masks=masks.low_res_logits.astype(np.float32))
+            files.append(writes.add(MASK_LOGITS, npz.getvalue(), "application/octet-stream"))
+        files.append(_write_json(writes, _document(image_hw, image_id, categories, instances)))
     summary: dict[str, Any] = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
     if labels:
         summary["instances_per_label"] = labels
@@ -99,13 +103,14 @@ def write_concept_result(
     category_ids = [categories.add(phrase) for phrase in phrases]
     canvas, colour_by = Canvas(image) if image is not None else None, _colour_by(categories)
     masks = zip(found.iter_masks(), found.boxes, found.scores, category_ids, strict=True)
-    instances, files = _instances(objects, job, spec.output.formats, masks, canvas, colour_by)
-    for instance, prompt_index, phrase in zip(instances, found.prompt_index.tolist(), phrases, strict=True):
-        instance["label"] = phrase
-        instance["prompt_index"] = prompt_index
-    if canvas is not None:
-        files.append(_write_annotated(objects, job, canvas, instances, found.boxes, colour_by))
-    files.append(_write_json(objects, job, _document(image_hw, image_id, categories, instances)))
+    with objects.writes(job) as writes:
+        instances, files = _instances(writes, spec.output.formats, masks, canvas, colour_by)
+        for instance, prompt_index, phrase in zip(instances, found.prompt_index.tolist(), phrases, strict=True):
+            instance["label"] = phrase
+            instance["prompt_index"] = prompt_index
+        if canvas is not None:
+            files.append(_write_annotated(writes, canvas, instances, found.boxes, colour_by))
+        files.append(_write_json(writes, _document(image_hw, image_id, categories, instances)))
     per_prompt = [0] * len(spec.prompts)
     for prompt_index in found.prompt_index.tolist():
         per_prompt[prompt_index] += 1
@@ -119,14 +124,13 @@ def write_concept_result(
 
 
 def _instances(
-    objects: JobObjects,
-    job: Job,
+    writes: Writes,
     formats: list[MaskFormat],
     found: Found,
     canvas: Canvas | None,
     colour_by: ColourBy,
 ) -> tuple[list[dict[str, Any]], list[ResultFile]]:
-    """One record per mask (index, score, bbox, area, category, and each requested encoding); PNGs written as files;
+    """One record per mask (index, score, bbox, area, category, and each requested encoding); PNGs sent as files;
     each mask drawn on ``canvas`` if given. Masks are consumed one at a time, so a lazy iterable never has them all
     in memory."""
     files: list[ResultFile] = []
@@ -146,7 +150,7 @@ def _instances(
             instance["polygon"] = encode_polygons(mask)
         if "png" in formats:
             name = f"masks/{i}.png"
-            files.append(objects.write(job, name, encode_png(mask), "image/png"))
+            files.append(writes.add(name, encode_png(mask), "image/png"))
             instance["png"] = name
         if canvas is not None:
             canvas.mask(mask, colour_by(instance))
@@ -162,8 +166,7 @@ def _colour_by(categories: CategoryTable) -> ColourBy:
 
 
 def _write_annotated(
-    objects: JobObjects,
-    job: Job,
+    writes: Writes,
     canvas: Canvas,
     instances: list[dict[str, Any]],
     boxes: npt.NDArray[np.float32],
@@ -172,7 +175,7 @@ def _write_annotated(
     """Boxes and captions ("label score", else "#index score") over the tinted masks, written as annotated.png."""
     captions = [f"{i.get('label') or '#' + str(i['index'])} {i['score']:.2f}" for i in instances]
     canvas.boxes(boxes, [colour_by(i) for i in instances], captions)
-    return objects.write(job, ANNOTATED_IMAGE, canvas.png(), "image/png")
+    return writes.add(ANNOTATED_IMAGE, canvas.png(), "image/png")
 
 
 def _document(
@@ -188,10 +191,11 @@ def write_embed_result(
 ) -> JobResult:
     height, width = image_hw
     document = {"image": {"width": width, "height": height, "image_id": image_id}, "model": job.model}
-    files = [_write_json(objects, job, document)]
+    with objects.writes(job) as writes:
+        files = [_write_json(writes, document)]
     return JobResult(files=files, summary={"image_id": image_id, "embedding": embedding_source})
 
 
-def _write_json(objects: JobObjects, job: Job, document: dict[str, Any]) -> ResultFile:
+def _write_json(writes: Writes, document: dict[str, Any]) -> ResultFile:
     data = json.dumps(document, separators=(",", ":")).encode()
-    return objects.write(job, RESULT_DOCUMENT, data, "application/json")
+    return writes.add(RESULT_DOCUMENT, data, "application/json")
