@@ -72,8 +72,9 @@ class Row:
     seconds: float
     client_seconds: float
     traffic: dict[str, Traffic]
-    model_ms: list[float]
-    """Each segment job's ``summary.timings.model_ms`` (none for a batch)."""
+    timings: list[dict[str, float]]
+    """Each segment job's ``model_ms`` and ``total_ms`` (its pipeline, writes included) from ``summary.timings``, and
+    ``worker_ms`` (``started_at`` → ``finished_at``); none for a batch."""
 
     @property
     def per_second(self) -> float:
@@ -94,7 +95,7 @@ class Row:
             "seconds": self.seconds,
             "client_seconds": self.client_seconds,
             "per_second": self.per_second,
-            "model_ms": self.model_ms,
+            "timings": self.timings,
             "traffic": {
                 side: {
                     "connections": t.connections,
@@ -172,9 +173,9 @@ def _timeout(items: int) -> float:
     return 300.0 + 30.0 * items
 
 
-def run_segments(client: Client, model: str, uploads: list[str]) -> tuple[float, float, list[float]]:
+def run_segments(client: Client, model: str, uploads: list[str]) -> tuple[float, float, list[dict[str, float]]]:
     """All submitted, then all awaited; every job must have encoded its image. (server wall, client wall, each
-    job's model time)."""
+    job's timings)."""
     deadline = time.monotonic() + _timeout(len(uploads))
     sent = time.time()
     started = time.perf_counter()
@@ -186,12 +187,19 @@ def run_segments(client: Client, model: str, uploads: list[str]) -> tuple[float,
             raise BenchError(f"segment job {job['id']} ended {job['status']} (error: {job.get('error')})")
         if (source := job["result"]["summary"]["embedding"]) != "miss":
             raise BenchError(f"segment job {job['id']} found a cached embedding ({source}): the images repeat")
-    model_ms = [float(j["result"]["summary"]["timings"]["model_ms"]) for j in jobs]
-    return max(epoch(j["finished_at"]) for j in jobs) - sent, client_seconds, model_ms
+    timings = [
+        {
+            "model_ms": float(j["result"]["summary"]["timings"]["model_ms"]),
+            "total_ms": float(j["result"]["summary"]["timings"]["total_ms"]),
+            "worker_ms": (epoch(j["finished_at"]) - epoch(j["started_at"])) * 1000,
+        }
+        for j in jobs
+    ]
+    return max(epoch(j["finished_at"]) for j in jobs) - sent, client_seconds, timings
 
 
-def run_batch(client: Client, model: str, uploads: list[str]) -> tuple[float, float, list[float]]:
-    """One batch job over the uploads, submit → terminal. (server wall, client wall, no model times)."""
+def run_batch(client: Client, model: str, uploads: list[str]) -> tuple[float, float, list[dict[str, float]]]:
+    """One batch job over the uploads, submit → terminal. (server wall, client wall, no per-item timings)."""
     n = len(uploads)
     sent = time.time()
     started = time.perf_counter()
@@ -232,9 +240,17 @@ def timed_row(kind: str, rtt_ms: float, images: Images, client: Client, model: s
     images.proxies.set_rtt(rtt_ms)
     images.proxies.reset()
     run = run_segments if kind == "segment" else run_batch
-    seconds, client_seconds, model_ms = run(client, model, uploads)
-    row = Row(kind, rtt_ms, n, seconds, client_seconds, images.proxies.traffic(), model_ms)
-    timing = f" (model time p50 {ms(statistics.median(model_ms))})" if model_ms else ""
+    seconds, client_seconds, timings = run(client, model, uploads)
+    row = Row(kind, rtt_ms, n, seconds, client_seconds, images.proxies.traffic(), timings)
+
+    def p50(key: str) -> str:
+        return ms(statistics.median(t[key] for t in timings))
+
+    timing = (
+        f" (per job, p50: worker {p50('worker_ms')}, pipeline {p50('total_ms')}, model {p50('model_ms')})"
+        if timings
+        else ""
+    )
     print(
         f"storage {kind}, round trip {rtt_ms:g} ms: {n} {'jobs' if kind == 'segment' else 'items'} in "
         f"{seconds:.2f} s, {row.per_second:.2f}/s{timing}; {row.per_item('requests'):.2f} storage requests and "
