@@ -22,6 +22,7 @@ from tasks.broker import connect
 from tasks.dispatch import Dispatcher
 from tasks.settings import QueueSettings
 from tasks.store import JobStore
+from tasks.uploads import UploadStore
 from tasks.webhooks import Outbox, WebhookSecrets
 from worker.embedding_cache import EmbeddingCache
 from worker.pipeline.context import BatchContext, BatchLimits, Runtime, TrackLimits
@@ -105,6 +106,7 @@ class WorkerProcess:
                 timeout=worker.fetch_timeout_seconds,
                 total_seconds=worker.fetch_total_seconds,
                 allowed_networks=queue.allowed_networks,
+                uploads=UploadStore(self.redis, queue.job_ttl_seconds),
             ),
             models=ModelRegistry(worker),
             embeddings=EmbeddingCache(worker.embedding_cache_bytes),

@@ -22,6 +22,7 @@ BUCKET = "round-trips"
 MODEL = "sam2.1_hiera_tiny"
 JOBS = 10
 SEED = 7100  # images no other test uses: every job encodes (no embedding is cached anywhere)
+BOX = {"x0": 40, "y0": 30, "x1": 200, "y1": 170}
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,21 @@ def test_a_stream_of_segment_jobs_reuses_connections_and_requests_only_what_it_n
     assert traffic.unparsed == 0
     assert Counter(traffic.requests) == expected  # 5 a job, nothing written twice, nothing else
     assert traffic.connections <= 2, f"{traffic.connections} new connections for {len(traffic.requests)} requests"
+
+
+def test_a_second_job_on_an_upload_this_worker_embedded_reads_nothing(counted: tuple[Stack, TcpProxy]) -> None:
+    """The upload's record names its SHA-256: the worker finds the embedding in its memory without reading the
+    image (only the result's files are written)."""
+    stack, proxy = counted
+    [(upload, first)] = run_jobs(stack, range(SEED + 50, SEED + 51))
+    assert first["result"]["summary"]["embedding"] == "miss"
+    proxy.reset()
+    body = {"type": "segment", "model": MODEL, "image": {"upload": upload["id"]}, "prompts": [{"box": BOX}]}
+    second = stack.client.submit(body, wait=60)
+    assert second["status"] == "succeeded", second["error"]
+    assert second["result"]["summary"]["embedding"] == "memory"
+    assert second["result"]["summary"]["image_id"] == upload["sha256"]
+    methods = Counter(method for method, _ in proxy.traffic().requests)
+    assert methods == {"PUT": 2}, proxy.traffic().requests  # low_res_logits.npy and result.json; no GET at all
+    annotated = stack.client.submit(body | {"output": {"formats": ["rle"], "annotated": True}}, wait=60)
+    assert annotated["status"] == "succeeded" and "annotated.png" in {f["name"] for f in annotated["result"]["files"]}

@@ -56,6 +56,10 @@ class Media(Protocol):
 
     def fetch(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> bytes: ...
 
+    def digest(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> str | None:
+        """The SHA-256 of the media's bytes where it is known without reading them (an upload's record), else None."""
+        ...
+
 
 class ModelSource(Protocol):
     """Loaded runners by model id (``worker.registry.ModelRegistry``)."""

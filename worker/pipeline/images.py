@@ -63,7 +63,8 @@ class Obtained(Generic[E]):
     """``memory`` (this process), ``shared`` (object storage, written by any worker) or ``miss`` (encoded now)."""
     encode_ms: float = 0.0
     data: bytes | None = None
-    """The image file, when the job sent one (not for an ``image_id``)."""
+    """The image file, when it was read (not for an ``image_id``, nor for an upload whose embedding this process
+    had)."""
 
 
 def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
@@ -90,7 +91,7 @@ def run_segment(
     masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks, "logits" in formats)
     decode_ms = (time.perf_counter() - decode_started) * 1000
     checkpoint()
-    image = _annotated_image(spec, got, rt)
+    image = _annotated_image(job, spec, got, rt)
     result = write_segment_result(
         rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, keep_logits, image
     )
@@ -123,7 +124,7 @@ def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint
     found = runner.detect(got.embedding, queries, max_detections=spec.max_detections, nms_iou=spec.nms_iou)
     detect_ms = (time.perf_counter() - detect_started) * 1000
     checkpoint()
-    image = _annotated_image(spec, got, rt)
+    image = _annotated_image(job, spec, got, rt)
     result = write_concept_result(rt.objects, job, spec, found, got.embedding.orig_hw, got.image_id, got.source, image)
     result.summary["timings"] = {
         "encode_ms": round(got.encode_ms, 3),
@@ -194,10 +195,20 @@ def _obtain(
                 "run an embed job with this model first"
             )
         return Obtained(embedding, image.image_id, source)
-    data = rt.media.fetch(image, job.tenant)
-    image_id = hashlib.sha256(data).hexdigest()
-    key = keys.embedding(job.tenant, kind, encoder.image_size, image_id)
-    embedding, source = _cached_embedding(key, rt, load)
+    digest = rt.media.digest(image, job.tenant)
+    if digest is None:  # the bytes tell
+        data = rt.media.fetch(image, job.tenant)
+        image_id = hashlib.sha256(data).hexdigest()
+        key = keys.embedding(job.tenant, kind, encoder.image_size, image_id)
+        embedding, source = _cached_embedding(key, rt, load)
+    else:  # an upload's record tells: ask the cache before the image is read, and the shared tier while it is
+        image_id, key = digest, keys.embedding(job.tenant, kind, encoder.image_size, digest)
+        found = rt.embeddings.get(key)
+        if found is not None:
+            return Obtained(cast(E, found), image_id, "memory")
+        reading = rt.objects.start(lambda: rt.media.fetch(image, job.tenant))
+        embedding, source = _cached_embedding(key, rt, load)
+        data = reading.result()
     if embedding is not None:
         return Obtained(embedding, image_id, source, data=data)
     decoded = decode_image(data, rt.max_image_pixels)
@@ -208,11 +219,14 @@ def _obtain(
     return Obtained(embedding, image_id, "miss", (time.perf_counter() - started) * 1000, data)
 
 
-def _annotated_image(spec: SegmentSpec | ConceptSpec, got: Obtained[E], rt: Runtime) -> npt.NDArray[np.uint8] | None:
+def _annotated_image(
+    job: Job, spec: SegmentSpec | ConceptSpec, got: Obtained[E], rt: Runtime
+) -> npt.NDArray[np.uint8] | None:
     """The decoded image to draw ``annotated.png`` on, when the job asks for it (the spec refuses ``image_id``)."""
-    if not spec.output.annotated or got.data is None:
+    if not spec.output.annotated or isinstance(spec.image, CachedImage):
         return None
-    return decode_image(got.data, rt.max_image_pixels)
+    data = got.data if got.data is not None else rt.media.fetch(spec.image, job.tenant)  # a memory hit read none
+    return decode_image(data, rt.max_image_pixels)
 
 
 def _cached_embedding(key: str, rt: Runtime, load: Callable[[bytes], E]) -> tuple[E | None, str]:

@@ -16,6 +16,7 @@ from tasks.errors import (
     MediaTooLargeError,
 )
 from tasks.specs import Base64Image, S3Image, UploadImage, UrlImage
+from tasks.uploads import UploadStore
 from worker.pipeline.objects import JobObjects
 
 
@@ -31,8 +32,10 @@ class MediaSource:
         timeout: float,
         total_seconds: float,
         allowed_networks: tuple[egress.Network, ...] = (),
+        uploads: UploadStore | None = None,
     ) -> None:
         self._objects = objects
+        self._uploads = uploads
         self._s3_reader = s3_reader
         self._max_bytes = max_bytes
         self._timeout = timeout
@@ -53,6 +56,14 @@ class MediaSource:
                 lambda: self._objects.ride_out("read", ref.s3, lambda: reader(bucket, key, self._max_bytes)), ref
             )
         return self._from_url(ref.url)
+
+    def digest(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> str | None:
+        """An upload's SHA-256, from its record (Redis, sub-millisecond), which the API wrote from the very bytes
+        stored: the embedding cache can be asked before the image is read, or instead."""
+        if not isinstance(ref, UploadImage) or self._uploads is None:
+            return None
+        upload = self._uploads.get(ref.upload, tenant)
+        return upload.sha256 if upload is not None else None
 
     def _from_store(self, read: Callable[[], bytes], ref: UploadImage | S3Image) -> bytes:
         try:

@@ -48,6 +48,10 @@ class JobObjects:
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.ride_out("write", key, lambda: self.store.put(key, data, content_type))
 
+    def start(self, call: Callable[[], T]) -> Future[T]:
+        """``call()`` (a read, say) on the writer threads, while the caller goes on with another round trip."""
+        return self._writers.submit(call)
+
     def read(self, job: Job, name: str) -> bytes:
         """A file of the job's folder (``jobs/{id}/{name}``)."""
         return self.get(keys.job_file(job.tenant, job.id, name))

@@ -74,6 +74,9 @@ class _Prefetched:
         data = self.fetched.pop(ref.model_dump_json(), None)
         return data if data is not None else self._media.fetch(ref, tenant)
 
+    def digest(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> str | None:
+        return None  # the bytes are here already (the shard read them for its batched encode): let them tell
+
 
 class _Shard:
     def __init__(self, job: Job, spec: BatchSpec, shard: int, rt: Runtime, checkpoint: Checkpoint) -> None:

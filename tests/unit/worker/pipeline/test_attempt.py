@@ -90,10 +90,16 @@ class RaisingMedia:
     def fetch(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> bytes:
         raise self.error
 
+    def digest(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> str | None:
+        return None
+
 
 class SceneMedia:
     def fetch(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> bytes:
         return png_bytes(scene())
+
+    def digest(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> str | None:
+        return None
 
 
 class NoEncoder:
