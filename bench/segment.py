@@ -33,7 +33,6 @@ from tests.support.stack import Stack
 POINT = {"x": 410.0, "y": 384.0}  # inside the synthetic scene's ellipse
 FRESH_IMAGES = 3  # K of criterion (b)
 OVERHEAD_TARGET_MS = 25.0
-OVERHEAD_RATIO_TARGET = 1.5
 FLOOR_RATIO_TARGET = 2.0  # issue 17: overhead p50 over the floor (HTTP no-op + bare Celery round trip, p50s)
 SECOND_OVER_FIRST_TARGET = 0.10
 
@@ -135,7 +134,7 @@ class Summary:
             first_total_ms_median=first_med,
             second_total_ms_median=second_med,
             second_over_first=cache_ratio,
-            a_pass=over_p50 <= OVERHEAD_TARGET_MS and ratio <= OVERHEAD_RATIO_TARGET,
+            a_pass=over_p50 <= OVERHEAD_TARGET_MS,  # the old "≤ 1.5× bare" was below the floor: withdrawn (issue 17)
             b_pass=cache_ratio <= SECOND_OVER_FIRST_TARGET,
             floor_pass=over_p50 / floor <= FLOOR_RATIO_TARGET,
         )
@@ -286,15 +285,10 @@ def print_results(samples: Samples, summary: Summary) -> None:
     print_table_head("Results")
     print(
         f"| (a) e2e segment, cache hit, minus model time, p50 | {ms(over_p50)} (p90 {ms(pct(overhead, 90))}) "
-        f"| ≤ {OVERHEAD_TARGET_MS:.0f} ms and ≤ {OVERHEAD_RATIO_TARGET}× bare | {verdict(summary.a_pass)} "
-        f"(≤ {OVERHEAD_TARGET_MS:.0f} ms: {verdict(over_p50 <= OVERHEAD_TARGET_MS)}; "
-        f"≤ {OVERHEAD_RATIO_TARGET}× bare: {verdict(ratio <= OVERHEAD_RATIO_TARGET)}) |"
+        f"| ≤ {OVERHEAD_TARGET_MS:.0f} ms | {verdict(summary.a_pass)} |"
     )
     print(f"| (a) bare Celery round trip p50 | {ms(summary.ping_p50_ms)} (p90 {ms(summary.ping_p90_ms)}) | | |")
-    print(
-        f"| (a) overhead / bare (p50) | {ratio:.2f}× | ≤ {OVERHEAD_RATIO_TARGET}× "
-        f"| {verdict(ratio <= OVERHEAD_RATIO_TARGET)} |"
-    )
+    print(f"| (a) overhead / bare (p50) | {ratio:.2f}× | | |")
     print(f"| (a) HTTP no-op GET /healthz p50 | {ms(summary.healthz_p50_ms)} | | |")
     print(f"| (a) floor = HTTP no-op + bare Celery round trip (p50s) | {ms(summary.floor_ms)} | | |")
     print(
