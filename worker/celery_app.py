@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 from tasks import roster
 from tasks.broker import celery_app
@@ -28,6 +28,16 @@ def create_celery(settings: Settings | None = None) -> Celery:
     install(WorkerProcess(settings, app))
     app.steps["worker"].add(Housekeeper)
     return app
+
+
+@signals.worker_process_shutdown.connect
+def _finish_before_exit(**_: Any) -> None:
+    """A pool process that exits (worker shutdown, ``max_memory_per_child``) first finishes the job whose result it is
+    still writing; one killed outright leaves it to the reaper (its lease lapses)."""
+    try:
+        current().drain()
+    except Exception:
+        log.exception("could not finish the last job before exiting; the reaper runs it again")
 
 
 class Housekeeper(bootsteps.StartStopStep):

@@ -136,6 +136,13 @@ class ModelRegistry:
         self._runners[key] = loaded
         return loaded
 
+    def input_size(self, model_id: str, concept: bool = False) -> int | None:
+        """The image size a loaded runner (the concept runner: ``concept``) encodes at; None when it is not loaded.
+        Never loads one, never reorders: safe from another thread (one dict read)."""
+        runner = self._runners.get(concept_key(model_id) if concept else model_id)
+        size = getattr(runner, "image_size", None)
+        return size if isinstance(size, int) else None
+
     def loaded(self) -> list[str]:
         """Keys of the loaded runners (model ids; ``"sam3_concept"`` for the concept runner), LRU first."""
         return list(self._runners)

@@ -22,12 +22,14 @@ from tasks.broker import connect
 from tasks.dispatch import Dispatcher
 from tasks.settings import QueueSettings
 from tasks.store import JobStore
+from tasks.upcoming import upcoming_jobs
 from tasks.uploads import UploadStore
 from tasks.webhooks import Outbox, WebhookSecrets
 from worker.embedding_cache import EmbeddingCache
 from worker.pipeline.context import BatchContext, BatchLimits, Runtime, TrackLimits
 from worker.pipeline.media import MediaSource
 from worker.pipeline.objects import JobObjects
+from worker.pipeline.overlap import ReadAhead, WriteBehind
 from worker.registry import ModelRegistry
 from worker.settings import WorkerSettings
 from worker.webhooks import Deliverer
@@ -117,7 +119,16 @@ class WorkerProcess:
             lease_interval=queue.lease_seconds / 3,
             retry_backoff=queue.retry_backoff_seconds,
             timeout_error=SoftTimeLimitExceeded,
+            ahead=ReadAhead(objects.start),
+            behind=WriteBehind(),
+            upcoming=functools.partial(upcoming_jobs, self.redis),
         )
+
+    def drain(self) -> None:
+        """Finish what runs behind the model (``worker.pipeline.overlap``) before this process exits; nothing where
+        no job ran."""
+        if "runtime" in self.__dict__:
+            self.runtime.behind.drain()
 
     @functools.cached_property
     def deliverer(self) -> Deliverer:

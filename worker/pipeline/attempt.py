@@ -3,6 +3,10 @@
 Celery never appears here: the thin task (``worker.celery_tasks``) hands the process's ``Runtime`` to ``execute``.
 Whatever a job does ends as job state (succeeded, failed with an ``error.code``, queued again for a retry,
 canceled); ``execute`` itself never raises for it.
+
+The model work runs in ``execute``; the result's files are written and the outcome committed behind it
+(``worker.pipeline.overlap``), while the task returns and the next job computes. The attempt's lease is renewed
+until that commit.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import logging
 
 from tasks.batch_specs import BatchSpec
 from tasks.errors import JobTimeoutError, SamqError, TransientError
-from tasks.jobs import Job, JobResult
+from tasks.jobs import Job, JobStatus
+from tasks.names import queue_for
 from worker.pipeline.batch.expand import expand
-from worker.pipeline.context import Checkpoint, Runtime
+from worker.pipeline.context import Finish, Runtime
+from worker.pipeline.images import read_ahead
 from worker.pipeline.lease import JobCanceledError, Lease, LeaseLostError
 from worker.pipeline.run import job_error, run
 
@@ -26,35 +32,52 @@ def execute(job_id: str, rt: Runtime) -> None:
     if job is None:
         log.info("job %s: nothing to run (terminal, unknown, or running elsewhere); skipped", job_id)
         return
-    attempt = job.attempts
-    log.info("job %s: attempt %d started", job_id, attempt)
-    handed_off = False
-    with Lease.of_attempt(rt.store, job_id, attempt, rt.lease_interval) as lease:
-        try:
-            result = _attempt(job, rt, lease.checkpoint)
-        except JobCanceledError as e:
-            rt.store.cancel_running(job_id, attempt, e.partial)
-            log.info("job %s: canceled", job_id)
-        except LeaseLostError:
-            log.warning("job %s: attempt %d was fenced off; its work is discarded", job_id, attempt)
-        except rt.timeout_error as e:
-            rt.store.fail(job_id, attempt, JobTimeoutError(f"the job ran past its time limit ({e})"))
-        except Exception as e:
-            _failed(job, job_error(e, f"job {job_id}"), rt)
+    log.info("job %s: attempt %d started", job_id, job.attempts)
+    rt.objects.start(lambda: _look_ahead(job, rt))
+    lease = Lease.of_attempt(rt.store, job_id, job.attempts, rt.lease_interval).start()
+    try:
+        if isinstance(job.spec, BatchSpec):  # its attempt only fans out; its shards finish it
+            expand(job, job.spec, rt, lease.checkpoint)
+            finish = None
         else:
-            handed_off = result is None
-            if result is not None and not rt.store.succeed(job_id, attempt, result):
-                log.warning("job %s: attempt %d finished but was fenced off", job_id, attempt)
-    if handed_off:  # a fanned-out batch stays running: its shards' reconcile watches it, not the reaper
+            finish = run(job, rt, lease.checkpoint)
+    except Exception as e:
+        lease.stop()
+        _ended(job, e, rt)
+        return
+    except BaseException:
+        lease.stop()
+        raise
+    if finish is None:  # a fanned-out batch stays running: its shards' reconcile watches it, not the reaper
+        lease.stop()
         rt.store.hand_off(job_id)
+        return
+    rt.behind.submit(lambda: _finish(job, finish, lease, rt))
 
 
-def _attempt(job: Job, rt: Runtime, checkpoint: Checkpoint) -> JobResult | None:
-    """The job's result; None for a batch, whose attempt only fans out (its shards finish it)."""
-    if isinstance(job.spec, BatchSpec):
-        expand(job, job.spec, rt, checkpoint)
-        return None
-    return run(job, rt, checkpoint)
+def _finish(job: Job, finish: Finish, lease: Lease, rt: Runtime) -> None:
+    """Write the result (``finish``) and commit it, under the attempt's lease (stopped after)."""
+    with lease:
+        try:
+            result = finish()
+        except Exception as e:
+            _ended(job, e, rt)
+            return
+        if not rt.store.succeed(job.id, job.attempts, result):
+            log.warning("job %s: attempt %d finished but was fenced off", job.id, job.attempts)
+
+
+def _ended(job: Job, error: Exception, rt: Runtime) -> None:
+    """What the attempt ends with when it raised ``error``."""
+    if isinstance(error, JobCanceledError):
+        rt.store.cancel_running(job.id, job.attempts, error.partial)
+        log.info("job %s: canceled", job.id)
+    elif isinstance(error, LeaseLostError):
+        log.warning("job %s: attempt %d was fenced off; its work is discarded", job.id, job.attempts)
+    elif isinstance(error, rt.timeout_error):
+        rt.store.fail(job.id, job.attempts, JobTimeoutError(f"the job ran past its time limit ({error})"))
+    else:
+        _failed(job, job_error(error, f"job {job.id}"), rt)
 
 
 def _failed(job: Job, error: SamqError, rt: Runtime) -> None:
@@ -69,3 +92,18 @@ def _failed(job: Job, error: SamqError, rt: Runtime) -> None:
         return
     rt.store.fail(job.id, job.attempts, error)
     log.info("job %s: failed with %s: %s", job.id, error.code, error.message)
+
+
+def _look_ahead(job: Job, rt: Runtime) -> None:
+    """Start the reads of the job next in this one's queue, which this process will likely run next (unless it is on
+    this job's image: this job's embedding serves it). Best effort: a look-ahead that fails only costs its time."""
+    try:
+        for upcoming_id in rt.upcoming(queue_for(job.type, job.model)):
+            upcoming = rt.store.get(upcoming_id)
+            if upcoming is None or upcoming.status != JobStatus.QUEUED:
+                continue
+            if upcoming.tenant == job.tenant and getattr(upcoming.spec, "image", None) == getattr(job.spec, "image", 0):
+                continue
+            read_ahead(upcoming, rt)
+    except Exception:
+        log.warning("job %s: reading ahead for the next job failed; it reads for itself", job.id, exc_info=True)

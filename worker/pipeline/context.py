@@ -14,10 +14,12 @@ from storage import S3Lister
 from tasks.batch_store import BatchStore
 from tasks.errors import SamqError
 from tasks.jobs import Job, JobResult
+from tasks.names import Queue
 from tasks.settings import QueueSettings
 from tasks.specs import Base64Image, S3Image, UploadImage, UrlImage
 from worker.embedding_cache import EmbeddingCache
 from worker.pipeline.objects import JobObjects
+from worker.pipeline.overlap import ReadAhead, WriteBehind
 from worker.runners.concept import ConceptRunner
 from worker.runners.image import Embedding, ImageRunner
 from worker.runners.video import VideoTracker
@@ -25,6 +27,9 @@ from worker.settings import WorkerSettings
 
 Checkpoint = Callable[[], None]
 """Raises ``JobCanceledError`` or ``LeaseLostError`` when the work must stop there (``worker.pipeline.lease``)."""
+Finish = Callable[[], JobResult]
+"""The rest of a job once its model work is done: its result's files encoded and written, its result returned (run
+behind the next job's model work: ``worker.pipeline.overlap``); raises what the job ends with."""
 
 
 class JobRecords(Protocol):
@@ -69,6 +74,11 @@ class ModelSource(Protocol):
     def get_concept(self, model_id: str) -> ConceptRunner: ...
 
     def get_video(self, model_id: str) -> VideoTracker: ...
+
+    def input_size(self, model_id: str, concept: bool = False) -> int | None:
+        """The image size a loaded runner (the concept runner: ``concept``) encodes at; None when it is not loaded.
+        Never loads one, never reorders: safe from another thread."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -140,3 +150,9 @@ class Runtime:
     retry_backoff: float
     timeout_error: type[BaseException]
     """The exception a job's soft time limit raises in it (Celery's ``SoftTimeLimitExceeded``)."""
+    ahead: ReadAhead
+    """Reads started before the job that needs them (``worker.pipeline.overlap``)."""
+    behind: WriteBehind
+    """Where a job's writes and commit run while the next job computes."""
+    upcoming: Callable[[Queue], list[str]]
+    """The ids of the jobs next in a queue (``tasks.upcoming``)."""

@@ -29,6 +29,7 @@ from tasks.errors import (
 )
 from tasks.jobs import Job, JobResult
 from tasks.specs import (
+    Base64Image,
     CachedImage,
     ConceptSpec,
     ConceptTemplate,
@@ -36,13 +37,17 @@ from tasks.specs import (
     ImageRef,
     MediaRef,
     Prompt,
+    S3Image,
     SegmentSpec,
     SegmentTemplate,
+    UploadImage,
+    UrlImage,
 )
 from worker.images import decode_image
-from worker.pipeline.context import Checkpoint, Runtime
+from worker.pipeline.context import Checkpoint, Finish, Runtime
 from worker.pipeline.objects import JobObjects
 from worker.pipeline.outputs import LOW_RES_LOGITS, write_concept_result, write_embed_result, write_segment_result
+from worker.pipeline.overlap import media_key
 from worker.runners.concept import ConceptQuery, Sam3Embedding
 from worker.runners.image import Embedding, Encoder, ImageEmbedding, ImageRunner, VisualPrompt
 
@@ -67,18 +72,25 @@ class Obtained(Generic[E]):
     had)."""
 
 
-def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+def run_embed(job: Job, spec: EmbedSpec, rt: Runtime, checkpoint: Checkpoint) -> Finish:
     runner = rt.models.get(spec.model.value)
     got = _obtain(job, spec.image, spec.model.value, runner, _image_embedding(runner), rt, checkpoint)
-    if got.source != "shared":
-        key = keys.embedding(job.tenant, spec.model.value, runner.image_size, got.image_id)
-        rt.objects.put(key, got.embedding.to_bytes())
-    return write_embed_result(rt.objects, job, got.image_id, got.embedding.orig_hw, got.source)
+
+    def finish() -> JobResult:
+        sharing = None
+        if got.source != "shared":  # into the shared tier, while the result is written
+            key = keys.embedding(job.tenant, spec.model.value, runner.image_size, got.image_id)
+            data = got.embedding.to_bytes()
+            sharing = rt.objects.start(lambda: rt.objects.put(key, data))
+        result = write_embed_result(rt.objects, job, got.image_id, got.embedding.orig_hw, got.source)
+        if sharing is not None:
+            sharing.result()
+        return result
+
+    return finish
 
 
-def run_segment(
-    job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint, keep_logits: bool = True
-) -> JobResult:
+def run_segment(job: Job, spec: SegmentSpec, rt: Runtime, checkpoint: Checkpoint, keep_logits: bool = True) -> Finish:
     """``keep_logits``: also store the low-res logits that a later ``mask_input`` refines."""
     started = time.perf_counter()
     runner = rt.models.get(spec.model.value)
@@ -91,18 +103,22 @@ def run_segment(
     masks = runner.predict(got.embedding, prompts, spec.multimask_output, spec.return_all_masks, "logits" in formats)
     decode_ms = (time.perf_counter() - decode_started) * 1000
     checkpoint()
-    image = _annotated_image(job, spec, got, rt)
-    result = write_segment_result(
-        rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, keep_logits, image
-    )
-    result.summary["timings"] = {
-        "model_ms": round(got.encode_ms + decode_ms, 3),
-        "total_ms": round((time.perf_counter() - started) * 1000, 3),  # the worker's whole job, writes included
-    }
-    return result
+
+    def finish() -> JobResult:
+        image = _annotated_image(job, spec, got, rt)
+        result = write_segment_result(
+            rt.objects, job, spec, masks, got.embedding.orig_hw, got.image_id, got.source, keep_logits, image
+        )
+        result.summary["timings"] = {
+            "model_ms": round(got.encode_ms + decode_ms, 3),
+            "total_ms": round((time.perf_counter() - started) * 1000, 3),  # the worker's whole job, writes included
+        }
+        return result
+
+    return finish
 
 
-def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint) -> JobResult:
+def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint) -> Finish:
     """One image encode for every prompt; the embedding stays in this process's cache for later concept jobs."""
     started = time.perf_counter()
     runner = rt.models.get_concept(spec.model.value)
@@ -124,15 +140,20 @@ def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint
     found = runner.detect(got.embedding, queries, max_detections=spec.max_detections, nms_iou=spec.nms_iou)
     detect_ms = (time.perf_counter() - detect_started) * 1000
     checkpoint()
-    image = _annotated_image(job, spec, got, rt)
-    result = write_concept_result(rt.objects, job, spec, found, got.embedding.orig_hw, got.image_id, got.source, image)
-    result.summary["timings"] = {
-        "encode_ms": round(got.encode_ms, 3),
-        "detect_ms": round(detect_ms, 3),
-        "model_ms": round(got.encode_ms + detect_ms, 3),
-        "total_ms": round((time.perf_counter() - started) * 1000, 3),
-    }
-    return result
+
+    def finish() -> JobResult:
+        image = _annotated_image(job, spec, got, rt)
+        orig_hw = got.embedding.orig_hw
+        result = write_concept_result(rt.objects, job, spec, found, orig_hw, got.image_id, got.source, image)
+        result.summary["timings"] = {
+            "encode_ms": round(got.encode_ms, 3),
+            "detect_ms": round(detect_ms, 3),
+            "model_ms": round(got.encode_ms + detect_ms, 3),
+            "total_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        return result
+
+    return finish
 
 
 def encoder_of(spec: SegmentTemplate | ConceptTemplate, rt: Runtime) -> Encoder[Embedding]:
@@ -144,19 +165,18 @@ def encoder_of(spec: SegmentTemplate | ConceptTemplate, rt: Runtime) -> Encoder[
 
 def encode_together(
     job: Job, spec: SegmentTemplate | ConceptTemplate, media: Sequence[MediaRef], rt: Runtime, checkpoint: Checkpoint
-) -> dict[str, bytes]:
+) -> None:
     """Fetch, decode and encode images of ``spec``'s kind in one encoder call, into the embedding cache, where each
-    item's own run finds them. Returns the fetched bytes by reference (so the items do not fetch them again). Any
-    error here is left for the item's own run to meet again and record."""
+    item's own run finds them; their bytes are kept in ``rt.ahead`` for the items' own runs. Any error here is left
+    for the item's own run to meet again and record."""
     encoder = encoder_of(spec, rt)
     kind = CONCEPT_EMBEDDINGS if isinstance(spec, ConceptTemplate) else spec.model.value
-    fetched: dict[str, bytes] = {}
     cache_keys: list[str] = []
     images: list[npt.NDArray[np.uint8]] = []
     for ref in media:
         try:
-            data = rt.media.fetch(ref, job.tenant)
-            fetched[ref.model_dump_json()] = data
+            data = _fetch(ref, job.tenant, rt)
+            rt.ahead.keep(media_key(job.tenant, ref.model_dump_json()), data)
             key = keys.embedding(job.tenant, kind, encoder.image_size, hashlib.sha256(data).hexdigest())
             if key in cache_keys or rt.embeddings.get(key) is not None:
                 continue
@@ -168,7 +188,32 @@ def encode_together(
         checkpoint()
         for key, embedding in zip(cache_keys, encoder.encode_batch(images), strict=True):
             rt.embeddings.put(key, embedding)
-    return fetched
+
+
+def read_ahead(job: Job, rt: Runtime) -> None:
+    """Start the reads ``job`` will begin with, into ``rt.ahead``: its image and, where the upload's record names the
+    image's hash and the model is loaded, its embedding's shared-tier entry; nothing when this process holds that
+    embedding (or for a job of another type). Called on the I/O threads, ahead of the job (``worker.pipeline.overlap``).
+    """
+    spec = job.spec
+    if not isinstance(spec, SegmentSpec | EmbedSpec | ConceptSpec) or isinstance(spec.image, CachedImage):
+        return
+    image, tenant = spec.image, job.tenant
+    concept = isinstance(spec, ConceptSpec)
+    size = rt.models.input_size(spec.model.value, concept=concept)
+    digest = rt.media.digest(image, tenant)
+    if digest is not None and size is not None:
+        key = keys.embedding(tenant, CONCEPT_EMBEDDINGS if concept else spec.model.value, size, digest)
+        if key in rt.embeddings:
+            return
+        rt.ahead.start(key, lambda: rt.objects.get(key))
+    rt.ahead.start(media_key(tenant, image.model_dump_json()), lambda: rt.media.fetch(image, tenant))
+
+
+def _fetch(image: UrlImage | Base64Image | UploadImage | S3Image, tenant: str, rt: Runtime) -> bytes:
+    """The media's bytes: read ahead (``read_ahead``, a batched encode), else read now."""
+    read_early = rt.ahead.take(media_key(tenant, image.model_dump_json()))
+    return read_early.result() if read_early is not None else rt.media.fetch(image, tenant)
 
 
 def _image_embedding(runner: ImageRunner) -> Callable[[bytes], ImageEmbedding]:
@@ -197,7 +242,7 @@ def _obtain(
         return Obtained(embedding, image.image_id, source)
     digest = rt.media.digest(image, job.tenant)
     if digest is None:  # the bytes tell
-        data = rt.media.fetch(image, job.tenant)
+        data = _fetch(image, job.tenant, rt)
         image_id = hashlib.sha256(data).hexdigest()
         key = keys.embedding(job.tenant, kind, encoder.image_size, image_id)
         embedding, source = _cached_embedding(key, rt, load)
@@ -206,7 +251,9 @@ def _obtain(
         found = rt.embeddings.get(key)
         if found is not None:
             return Obtained(cast(E, found), image_id, "memory")
-        reading = rt.objects.start(lambda: rt.media.fetch(image, job.tenant))
+        reading = rt.ahead.take(media_key(job.tenant, image.model_dump_json())) or rt.objects.start(
+            lambda: rt.media.fetch(image, job.tenant)
+        )
         embedding, source = _cached_embedding(key, rt, load)
         data = reading.result()
     if embedding is not None:
@@ -225,7 +272,7 @@ def _annotated_image(
     """The decoded image to draw ``annotated.png`` on, when the job asks for it (the spec refuses ``image_id``)."""
     if not spec.output.annotated or isinstance(spec.image, CachedImage):
         return None
-    data = got.data if got.data is not None else rt.media.fetch(spec.image, job.tenant)  # a memory hit read none
+    data = got.data if got.data is not None else _fetch(spec.image, job.tenant, rt)  # a memory hit read none
     return decode_image(data, rt.max_image_pixels)
 
 
@@ -233,8 +280,9 @@ def _cached_embedding(key: str, rt: Runtime, load: Callable[[bytes], E]) -> tupl
     found = rt.embeddings.get(key)
     if found is not None:
         return cast(E, found), "memory"  # keys carry the model kind, so the entry is of this kind
+    read_early = rt.ahead.take(key)
     try:
-        data = rt.objects.get(key)
+        data = read_early.result() if read_early is not None else rt.objects.get(key)
     except ObjectNotFoundError:
         return None, "miss"
     except StorageUnavailableError as e:

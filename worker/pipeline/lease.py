@@ -42,21 +42,32 @@ class Lease:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id}", daemon=True)
+        self._started = False
 
     @classmethod
     def of_attempt(cls, store: JobRecords, job_id: str, attempt: int, interval: float) -> Lease:
         """The lease of a job's running attempt."""
         return cls(job_id, lambda: store.heartbeat(job_id, attempt), lambda: store.cancel_requested(job_id), interval)
 
-    def __enter__(self) -> Lease:
-        self._thread.start()
+    def start(self) -> Lease:
+        """Start renewing, once (``stop`` ends it; a ``with`` block does both, or only stops one started already)."""
+        if not self._started:
+            self._started = True
+            self._thread.start()
         return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._started:
+            self._thread.join()
+
+    def __enter__(self) -> Lease:
+        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.stop()
 
     def checkpoint(self) -> None:
         """Raise JobCanceledError or LeaseLostError when the work should stop here.

@@ -8,18 +8,19 @@ import logging
 
 from tasks.batch_specs import BatchSpec
 from tasks.errors import SamqError
-from tasks.jobs import Job, JobResult
+from tasks.jobs import Job
 from tasks.specs import ConceptSpec, SegmentSpec
 from tasks.track_specs import TrackSpec
-from worker.pipeline.context import Checkpoint, Runtime
+from worker.pipeline.context import Checkpoint, Finish, Runtime
 from worker.pipeline.images import run_concept, run_embed, run_segment
 from worker.pipeline.tracking import run_track, track_context
 
 log = logging.getLogger(__name__)
 
 
-def run(job: Job, rt: Runtime, checkpoint: Checkpoint, keep_logits: bool = True) -> JobResult:
-    """The result of a job on one image or video (a single job, or a batch's item); raises what it ends with.
+def run(job: Job, rt: Runtime, checkpoint: Checkpoint, keep_logits: bool = True) -> Finish:
+    """The model work of a job on one image or video (a single job, or a batch's item), and what finishes it; raises
+    what it ends with.
 
     ``keep_logits``: a segment job also stores the low-res logits that a later ``mask_input`` refines (batch items
     do not: nothing can refer to them).
@@ -29,8 +30,9 @@ def run(job: Job, rt: Runtime, checkpoint: Checkpoint, keep_logits: bool = True)
         return run_segment(job, spec, rt, checkpoint, keep_logits=keep_logits)
     if isinstance(spec, ConceptSpec):
         return run_concept(job, spec, rt, checkpoint)
-    if isinstance(spec, TrackSpec):
-        return run_track(job, spec, track_context(job, spec, rt), checkpoint)
+    if isinstance(spec, TrackSpec):  # a track job streams its results as it goes: done when it returns
+        result = run_track(job, spec, track_context(job, spec, rt), checkpoint)
+        return lambda: result
     if isinstance(spec, BatchSpec):
         raise TypeError(f"job {job.id}: a batch has no result of its own; it is expanded into shards")
     return run_embed(job, spec, rt, checkpoint)

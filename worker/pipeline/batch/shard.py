@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import logging
 import time
@@ -13,12 +13,12 @@ from tasks.batch_specs import BatchItem, BatchSpec, item_spec
 from tasks.batch_store import ItemError, ItemFile, ItemRecord
 from tasks.errors import InvalidItemError, SamqError, TransientError, WorkerLostError
 from tasks.jobs import Job, JobStatus
-from tasks.specs import Base64Image, ConceptSpec, S3Image, SegmentSpec, UploadImage, UrlImage, first_problem
+from tasks.specs import ConceptSpec, SegmentSpec, first_problem
 from tasks.track_specs import TrackSpec
 from worker.pipeline.batch.finalize import finalize
 from worker.pipeline.batch.layout import item_folder, shard_name
-from worker.pipeline.context import Checkpoint, Media, Runtime
-from worker.pipeline.images import encode_together, encoder_of
+from worker.pipeline.context import Checkpoint, Finish, Runtime
+from worker.pipeline.images import encode_together, encoder_of, read_ahead
 from worker.pipeline.lease import JobCanceledError, Lease, LeaseLostError
 from worker.pipeline.run import job_error, run
 
@@ -63,41 +63,50 @@ def run_shard(job_id: str, shard: int, rt: Runtime) -> None:
         finalize(job_id, rt)
 
 
-class _Prefetched:
-    """Media fetched for the shard's batched encode, handed to the items' own runs (fetched once)."""
-
-    def __init__(self, media: Media) -> None:
-        self._media = media
-        self.fetched: dict[str, bytes] = {}
-
-    def fetch(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> bytes:
-        data = self.fetched.pop(ref.model_dump_json(), None)
-        return data if data is not None else self._media.fetch(ref, tenant)
-
-    def digest(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> str | None:
-        return None  # the bytes are here already (the shard read them for its batched encode): let them tell
-
-
 class _Shard:
+    """The shard's items in order, overlapped (``worker.pipeline.overlap``): while one item (or encode group)
+    computes, the next one's reads run ahead and the previous one's files are written behind; an item is recorded
+    once its files are stored, and the shard ends when every item is recorded."""
+
     def __init__(self, job: Job, spec: BatchSpec, shard: int, rt: Runtime, checkpoint: Checkpoint) -> None:
         self.job, self.spec, self.shard, self.ctx, self.checkpoint = job, spec, shard, rt.batch, checkpoint
-        self.prefetched = _Prefetched(rt.media)
-        self.rt = dataclasses.replace(rt, media=self.prefetched)
+        self.rt = rt
+        self.retry: list[int] = []
+        """Items of this round that failed transiently (recorded behind the model, so collected here)."""
 
     def run(self) -> None:
         raw = self.rt.objects.read(self.job, shard_name(self.shard))
         items = {entry["index"]: BatchItem.model_validate(entry["item"]) for entry in map(json.loads, raw.splitlines())}
         pending = self.ctx.store.pending(self.job.id, sorted(items))
-        for round_ in range(self.rt.max_attempts + 1):
-            if not pending:
-                return
-            if round_:
-                self._sleep(self.rt.retry_backoff * 2 ** (round_ - 1))
-            retry: list[int] = []
-            group = self._encode_group()
-            for start in range(0, len(pending), group):
-                retry += self._run_group([(i, items[i]) for i in pending[start : start + group]])
-            pending = retry
+        try:
+            for round_ in range(self.rt.max_attempts + 1):
+                if not pending:
+                    return
+                if round_:
+                    self._sleep(self.rt.retry_backoff * 2 ** (round_ - 1))
+                group = self._encode_group()
+                groups = [
+                    [(i, items[i]) for i in pending[start : start + group]] for start in range(0, len(pending), group)
+                ]
+                self._read_ahead(groups[0])
+                for number, entries in enumerate(groups):
+                    if number + 1 < len(groups):
+                        self._read_ahead(groups[number + 1])
+                    self._run_group(entries)
+                self.rt.behind.drain()
+                pending, self.retry = self.retry, []
+        finally:
+            self.rt.behind.drain()  # every item that ran is recorded before the shard ends, however it ends
+
+    def _read_ahead(self, entries: list[tuple[int, BatchItem]]) -> None:
+        """Start the reads of these items (on the I/O threads) while the items before them compute."""
+        if self.spec.template.type == "track":
+            return
+        children = []
+        for index, item in entries:
+            with contextlib.suppress(ValidationError):  # the item's own run records it
+                children.append(_child(self.job, index, item_spec(self.spec.template, item)))
+        self.rt.objects.start(lambda: _read_ahead(children, self.rt))
 
     def _encode_group(self) -> int:
         """How many images go through the encoder together: the setting, else a batch on a GPU and one at a time on
@@ -109,8 +118,8 @@ class _Shard:
             return self.ctx.limits.encode_batch
         return GPU_ENCODE_BATCH if encoder_of(template, self.rt).device == "cuda" else 1
 
-    def _run_group(self, group: list[tuple[int, BatchItem]]) -> list[int]:
-        """Run a group of items (images encoded together first); returns those to retry."""
+    def _run_group(self, group: list[tuple[int, BatchItem]]) -> None:
+        """Run a group of items (images encoded together first); those to retry go to ``self.retry``."""
         ready: list[tuple[int, BatchItem, ItemSpec, int]] = []
         for index, item in group:
             self.checkpoint()
@@ -125,31 +134,29 @@ class _Shard:
                 self._failed(index, item, InvalidItemError(first_problem(e)))
         template = self.spec.template
         if len(ready) > 1 and template.type != "track":
-            fetched = encode_together(
-                self.job, template, [item.media for _, item, _, _ in ready], self.rt, self.checkpoint
-            )
-            self.prefetched.fetched.update(fetched)
-        retry: list[int] = []
+            encode_together(self.job, template, [item.media for _, item, _, _ in ready], self.rt, self.checkpoint)
         for index, item, spec, tries in ready:
             self.checkpoint()
-            if self._run_item(index, item, spec, tries):
-                retry.append(index)
-        return retry
+            self._run_item(index, item, spec, tries)
 
-    def _run_item(self, index: int, item: BatchItem, spec: ItemSpec, tries: int) -> bool:
-        """Run one item and record its outcome; True when it failed transiently and has attempts left."""
+    def _run_item(self, index: int, item: BatchItem, spec: ItemSpec, tries: int) -> None:
+        """Run one item's model work, then write and record it behind the next item's."""
         child = _child(self.job, index, spec)
         try:
-            result = run(child, self.rt, self.checkpoint, keep_logits=False)
+            finish = run(child, self.rt, self.checkpoint, keep_logits=False)
         except (JobCanceledError, LeaseLostError, self.rt.timeout_error):
             raise
         except Exception as e:
-            error = job_error(e, f"batch {self.job.id} item {index}", "item")
-            if isinstance(error, TransientError) and tries < self.rt.max_attempts:
-                log.warning("batch %s item %d: %s (%s); will retry", self.job.id, index, error.code, error.message)
-                return True
-            self._failed(index, item, error)
-            return False
+            self._item_failed(index, item, e, tries)
+            return
+        self.rt.behind.submit(lambda: self._finish_item(index, item, finish, tries))
+
+    def _finish_item(self, index: int, item: BatchItem, finish: Finish, tries: int) -> None:
+        try:
+            result = finish()
+        except Exception as e:
+            self._item_failed(index, item, e, tries)
+            return
         folder = item_folder(index)
         record = ItemRecord(
             status="succeeded",
@@ -159,7 +166,15 @@ class _Shard:
             timings=result.summary.get("timings"),
         )
         self._record(index, record)
-        return False
+
+    def _item_failed(self, index: int, item: BatchItem, e: Exception, tries: int) -> None:
+        """Retry in the next round while attempts are left for a transient error; else record the failure."""
+        error = job_error(e, f"batch {self.job.id} item {index}", "item")
+        if isinstance(error, TransientError) and tries < self.rt.max_attempts:
+            log.warning("batch %s item %d: %s (%s); will retry", self.job.id, index, error.code, error.message)
+            self.retry.append(index)
+        else:
+            self._failed(index, item, error)
 
     def _failed(self, index: int, item: BatchItem, error: SamqError) -> None:
         log.info("batch %s item %d failed: %s: %s", self.job.id, index, error.code, error.message)
@@ -191,6 +206,14 @@ class _Shard:
         while (left := deadline - time.monotonic()) > 0:
             self.checkpoint()
             time.sleep(min(left, 1.0))
+
+
+def _read_ahead(children: list[Job], rt: Runtime) -> None:
+    try:
+        for child in children:
+            read_ahead(child, rt)
+    except Exception:
+        log.warning("reading ahead for batch items failed; they read for themselves", exc_info=True)
 
 
 def _child(batch: Job, index: int, spec: ItemSpec) -> Job:

@@ -21,6 +21,7 @@ from worker.embedding_cache import EmbeddingCache
 from worker.pipeline.attempt import execute
 from worker.pipeline.context import BatchContext, BatchLimits, Runtime, TrackLimits
 from worker.pipeline.objects import JobObjects
+from worker.pipeline.overlap import ReadAhead, WriteBehind
 from worker.results import InstanceMasks
 from worker.runners.concept import ConceptRunner
 from worker.runners.image import ImageEmbedding, ImageRunner, VisualPrompt
@@ -136,6 +137,9 @@ class FakeModels:
     def get_video(self, model_id: str) -> VideoTracker:
         raise AssertionError("no track job here")
 
+    def input_size(self, model_id: str, concept: bool = False) -> int | None:
+        return None
+
 
 class SoftLimit(Exception):
     pass
@@ -143,9 +147,10 @@ class SoftLimit(Exception):
 
 def runtime(store: FakeStore, media: RaisingMedia | SceneMedia, root: Path) -> Runtime:
     queue = QueueSettings()
+    objects = JobObjects(LocalStore(root, "http://localhost", b"k" * 32))
     return Runtime(
         store=store,
-        objects=JobObjects(LocalStore(root, "http://localhost", b"k" * 32)),
+        objects=objects,
         media=media,
         models=FakeModels(),
         embeddings=EmbeddingCache(0),
@@ -157,6 +162,9 @@ def runtime(store: FakeStore, media: RaisingMedia | SceneMedia, root: Path) -> R
         lease_interval=60,
         retry_backoff=2.0,
         timeout_error=SoftLimit,
+        ahead=ReadAhead(objects.start),
+        behind=WriteBehind(),
+        upcoming=lambda queue: [],
     )
 
 
