@@ -29,7 +29,7 @@ from worker.embedding_cache import EmbeddingCache
 from worker.pipeline.context import BatchContext, BatchLimits, Runtime, TrackLimits
 from worker.pipeline.media import MediaSource
 from worker.pipeline.objects import JobObjects
-from worker.pipeline.overlap import ReadAhead, WriteBehind
+from worker.pipeline.overlap import READ_AHEAD_CAPACITY, ReadAhead, WriteBehind
 from worker.registry import ModelRegistry
 from worker.settings import WorkerSettings
 from worker.webhooks import Deliverer
@@ -119,9 +119,9 @@ class WorkerProcess:
             lease_interval=queue.lease_seconds / 3,
             retry_backoff=queue.retry_backoff_seconds,
             timeout_error=SoftTimeLimitExceeded,
-            ahead=ReadAhead(objects.start),
-            behind=WriteBehind(),
-            upcoming=functools.partial(upcoming_jobs, self.redis),
+            ahead=ReadAhead(objects.start, capacity=READ_AHEAD_CAPACITY if worker.overlap else 0),
+            behind=WriteBehind(inline=not worker.overlap),
+            upcoming=functools.partial(upcoming_jobs, self.redis) if worker.overlap else lambda queue: [],
         )
 
     def drain(self) -> None:

@@ -24,6 +24,9 @@ class WorkerSettings(BaseSettings):
     sam3_revision: str | None = None
     """Hub revision (a commit hash, ideally) of ``facebook/sam3`` to download; ``None``: the repository's ``main``."""
     torch_threads: int | None = None
+    overlap: bool = True
+    """Read the next job's inputs ahead and write a job's results behind the next job's model work
+    (``worker.pipeline.overlap``); off: each job's reads, model work and writes in turn."""
     embedding_cache_bytes: int = 1024 * 1024 * 1024
     """In-process embedding LRU budget; the shared tier lives in object storage."""
     max_media_bytes: int = 256 * 1024 * 1024

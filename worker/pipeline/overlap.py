@@ -45,14 +45,16 @@ class ReadAhead:
         self._lock = threading.Lock()
 
     def start(self, key: str, read: Callable[[], bytes]) -> None:
-        """Start ``read()`` for ``key`` unless one is kept already."""
+        """Start ``read()`` for ``key`` unless one is kept already (or nothing may be: capacity 0)."""
         with self._lock:
-            if key in self._reads:
+            if key in self._reads or not self._capacity:
                 return
             self._keep(key, self._start(read))
 
     def keep(self, key: str, data: bytes) -> None:
         """Keep bytes read already (by a batched encode) for the work that needs them next."""
+        if not self._capacity:
+            return
         done: Future[bytes] = Future()
         done.set_result(data)
         with self._lock:
@@ -88,12 +90,17 @@ class WriteBehind:
     before it records its completion, and the pool process before it exits (``worker_process_shutdown``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inline: bool = False) -> None:
+        """``inline``: finish in the caller's thread, before ``submit`` returns (overlap turned off)."""
+        self._inline = inline
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="samq-finish")
         self._last: Future[None] | None = None
         self._lock = threading.Lock()
 
     def submit(self, finish: Callable[[], None]) -> None:
+        if self._inline:
+            _logged(finish)
+            return
         with self._lock:
             self._wait()
             self._last = self._thread.submit(_logged, finish)

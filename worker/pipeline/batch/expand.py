@@ -83,21 +83,23 @@ def _manifest(data: bytes) -> Iterator[BatchItem]:
 def _write_shards(
     job: Job, items: Iterator[BatchItem], size: int, rt: Runtime, checkpoint: Checkpoint
 ) -> tuple[int, int]:
-    """Stream the items into shard files of ``size`` lines; returns (items, shards)."""
+    """Stream the items into shard files of ``size`` lines, written at once (a round trip for all); returns (items,
+    shards)."""
     max_items = rt.batch.limits.max_items
     total, shard, lines = 0, 0, []
-    for item in items:
-        if total == max_items:
-            raise BatchTooLargeError(f"the inputs hold more than {max_items} items (SAMQ_BATCH_MAX_ITEMS)")
-        lines.append(json.dumps({"index": total, "item": item.model_dump(exclude_none=True)}))
-        total += 1
-        if len(lines) == size:
-            rt.objects.write(job, shard_name(shard), "\n".join(lines).encode(), "application/x-ndjson")
-            shard, lines = shard + 1, []
-            checkpoint()
-    if lines:
-        rt.objects.write(job, shard_name(shard), "\n".join(lines).encode(), "application/x-ndjson")
-        shard += 1
+    with rt.objects.writes(job) as writes:
+        for item in items:
+            if total == max_items:
+                raise BatchTooLargeError(f"the inputs hold more than {max_items} items (SAMQ_BATCH_MAX_ITEMS)")
+            lines.append(json.dumps({"index": total, "item": item.model_dump(exclude_none=True)}))
+            total += 1
+            if len(lines) == size:
+                writes.add(shard_name(shard), "\n".join(lines).encode(), "application/x-ndjson")
+                shard, lines = shard + 1, []
+                checkpoint()
+        if lines:
+            writes.add(shard_name(shard), "\n".join(lines).encode(), "application/x-ndjson")
+            shard += 1
     if total == 0:
         raise EmptyBatchError("the batch's inputs hold no items")
     return total, shard

@@ -7,7 +7,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -87,22 +87,31 @@ def _write_outputs(job: Job, spec: BatchSpec, total: int, shards: int, rt: Runti
                 index_file.write(json.dumps(line) + "\n")
                 if index % 1000 == 999:
                     rt.batch.store.renew_finalizer(job.id)
-        files = [rt.objects.write_file(job, ITEMS_INDEX, index_path, "application/x-ndjson")]
+        # All written at once (the job's result, committed after, is what names them).
+        writing = [
+            rt.objects.start(lambda: rt.objects.write_file(job, ITEMS_INDEX, index_path, "application/x-ndjson"))
+        ]
         exports: dict[str, str] = {}
         if coco is not None:
             coco.close()
-            files.append(rt.objects.write_file(job, COCO_EXPORT, coco_path, "application/json"))
+            writing.append(
+                rt.objects.start(lambda: rt.objects.write_file(job, COCO_EXPORT, coco_path, "application/json"))
+            )
             exports["coco"] = COCO_EXPORT
-    document = {
-        "total": total,
-        **counts,
-        "failure_codes": codes,
-        "failures": failures,
-        "items": ITEMS_INDEX,
-        "exports": exports,
-    }
-    data = json.dumps(document, separators=(",", ":")).encode()
-    files.insert(0, rt.objects.write(job, RESULT_DOCUMENT, data, "application/json"))
+        document = {
+            "total": total,
+            **counts,
+            "failure_codes": codes,
+            "failures": failures,
+            "items": ITEMS_INDEX,
+            "exports": exports,
+        }
+        data = json.dumps(document, separators=(",", ":")).encode()
+        try:
+            files = [rt.objects.write(job, RESULT_DOCUMENT, data, "application/json")]
+        finally:
+            wait(writing)  # the temporary files are read until then
+        files += [written.result() for written in writing]
     summary = {
         "total": total,
         **counts,
