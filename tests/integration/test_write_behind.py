@@ -1,7 +1,8 @@
-"""A job's result is written behind the next job's model work (``worker.pipeline.overlap``): its Celery task has
-returned and its message is acknowledged while its files are still on their way to storage. A worker killed then
-(kill -9 of parent and child) loses nothing: the attempt's lease lapses, the reaper runs the job again, and it ends
-``succeeded`` once, with complete files."""
+"""A job with another one waiting behind it has its result written behind that job's model work
+(``worker.pipeline.overlap``): its Celery task has returned and its message is acknowledged while its files are still
+on their way to storage. A worker killed then (kill -9 of parent and child) loses nothing: the attempt's lease
+lapses, the reaper runs the job again, and it ends ``succeeded`` once, with complete files; so does the job behind
+it."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def test_kill_9_while_a_finished_jobs_files_are_written_loses_nothing(far_stack:
         "output": {"formats": ["rle", "png"]},
     }
     job_id = client.submit(body)["id"]
+    behind = client.submit(body | {"prompts": [{"points": [{"x": 100, "y": 100}]}]})["id"]  # waits in the queue
 
     def requests(method: str) -> list[str]:
         return [target for verb, target in proxy.traffic().requests if verb == method]
@@ -71,9 +73,14 @@ def test_kill_9_while_a_finished_jobs_files_are_written_loses_nothing(far_stack:
     time.sleep(0.5)  # their answers are back: the model runs for seconds now
     proxy.rtt = STALLED
     wait_until(lambda: any(job_id in target for target in requests("PUT")), "the result's first write", 180)
-    # The model work is over and the task has returned: Celery acknowledged the message. Only the lease, renewed by
-    # the write-behind thread, still holds the job.
-    wait_until(lambda: broker.hlen("unacked") == 0 and broker.llen("interactive") == 0, "the message acknowledged")
+
+    # The model work is over and the task has returned: Celery acknowledged its message and handed the worker the
+    # next job. Only the lease, renewed by the write-behind thread, still holds the first job.
+    def messages() -> list[str]:
+        return [str(m) for m in [*broker.hvals("unacked"), *broker.lrange("interactive", 0, -1)]]
+
+    wait_until(lambda: not any(job_id in m for m in messages()), "the first job's message acknowledged")
+    assert any(behind in m for m in messages())
     running = client.get(job_id)
     assert (running["status"], running["attempts"]) == ("running", 1)
     stack.kill_worker(worker)
@@ -97,3 +104,4 @@ def test_kill_9_while_a_finished_jobs_files_are_written_loses_nothing(far_stack:
     time.sleep(3 * reap + float(stack.env["SAMQ_LEASE_SECONDS"]))  # nothing runs it again, nothing rewrites it
     later = client.get(job_id)
     assert (later["status"], later["attempts"], later["finished_at"]) == ("succeeded", 2, done["finished_at"])
+    assert client.wait(behind, timeout=180, interval=0.05)["status"] == "succeeded"

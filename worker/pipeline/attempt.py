@@ -4,9 +4,10 @@ Celery never appears here: the thin task (``worker.celery_tasks``) hands the pro
 Whatever a job does ends as job state (succeeded, failed with an ``error.code``, queued again for a retry,
 canceled); ``execute`` itself never raises for it.
 
-The model work runs in ``execute``; the result's files are written and the outcome committed behind it
-(``worker.pipeline.overlap``), while the task returns and the next job computes. The attempt's lease is renewed
-until that commit.
+The model work runs in ``execute``. When another job waits in the queue, the result's files are written and the
+outcome committed behind it (``worker.pipeline.overlap``) while the task returns and that job computes, the attempt's
+lease renewed until the commit; when none waits there is nothing to overlap, and the job finishes here (a thread
+hop less on its latency).
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def execute(job_id: str, rt: Runtime) -> None:
         lease.stop()
         rt.store.hand_off(job_id)
         return
-    rt.behind.submit(lambda: _finish(job, finish, lease, rt))
+    if rt.upcoming(queue_for(job.type, job.model)):
+        rt.behind.submit(lambda: _finish(job, finish, lease, rt))
+    else:
+        _finish(job, finish, lease, rt)
 
 
 def _finish(job: Job, finish: Finish, lease: Lease, rt: Runtime) -> None:
