@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -105,3 +106,35 @@ def test_kill_9_while_a_finished_jobs_files_are_written_loses_nothing(far_stack:
     later = client.get(job_id)
     assert (later["status"], later["attempts"], later["finished_at"]) == ("succeeded", 2, done["finished_at"])
     assert client.wait(behind, timeout=180, interval=0.05)["status"] == "succeeded"
+
+
+def test_a_worker_stopped_with_a_result_still_being_written_finishes_it_first(
+    far_stack: tuple[Stack, TcpProxy],
+) -> None:
+    """A warm shutdown (SIGTERM) lets the pool process finish the result it writes behind before it exits: the job
+    succeeds on its first attempt instead of waiting for the reaper."""
+    stack, proxy = far_stack
+    client = stack.client
+    worker = stack.start_worker("interactive", {**FULL_SIZE, "SAMQ_STORAGE_S3_ENDPOINT_URL": proxy.url})
+
+    def segment(upload: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "segment", "image": {"upload": upload["id"]}, "prompts": [{"points": [{"x": 300, "y": 200}]}]}
+
+    # The first job keeps the worker busy (and loads the model) while the other two are queued, so that when the
+    # second starts, the third is peeked at and its reads (image and shared-tier entry) done ahead, at 0 ms.
+    client.submit(segment(client.upload(png_bytes(scene(640, 480, seed=8802)), "image/png")))
+    job_id = client.submit(segment(client.upload(png_bytes(scene(640, 480, seed=8801)), "image/png")))["id"]
+    garbage = client.upload(b"not an image at all", "image/png")  # the job behind fails at once, once it runs
+    behind = client.submit({"type": "segment", "image": {"upload": garbage["id"]}})["id"]
+    wait_until(lambda: any(garbage["id"] in target for _, target in proxy.traffic().requests), "the read ahead", 180)
+    time.sleep(0.5)
+    proxy.rtt = 8.0  # the first job's PUTs take 4 s to arrive, 8 s to be answered
+    assert client.wait(behind, timeout=180, interval=0.05)["error"]["code"] == "unsupported_media_type"
+    writing = client.get(job_id)  # the worker is idle now, but for the write behind
+    assert (writing["status"], writing["attempts"]) == ("running", 1)
+
+    stack.stop_worker(worker, timeout=60)
+
+    done = client.get(job_id)
+    assert (done["status"], done["attempts"]) == ("succeeded", 1), done
+    assert sorted(files_of(done)) == ["low_res_logits.npy", "result.json"]
