@@ -21,7 +21,11 @@ from tasks.settings import QueueSettings
 
 @dataclass(frozen=True)
 class Dispatcher:
-    """Every message samq sends, on the app of ``tasks.broker.celery_app``; ``settings`` gives the time limits."""
+    """Every message samq sends, on the app of ``tasks.broker.celery_app``; ``settings`` gives the time limits.
+
+    ``ignore_result=True`` on every task but the ping: Celery would otherwise subscribe the sender to each task's
+    result channel (and unsubscribe when the result object goes), two Redis round trips per message for results
+    that never come."""
 
     app: Celery
     settings: QueueSettings
@@ -33,23 +37,30 @@ class Dispatcher:
             RUN_JOB_TASK,
             kwargs={"job_id": job.id},
             queue=queue_for(job.type, job.model).value,
+            ignore_result=True,
             **self._limits(job.type == "track"),
         )
 
     def enqueue_shard(self, job_id: str, shard: int, videos: bool) -> None:
         """One shard of a batch on the ``bulk`` queue; shards of videos carry the ``track`` time limits."""
         self.app.send_task(
-            RUN_SHARD_TASK, kwargs={"job_id": job_id, "shard": shard}, queue=Queue.BULK.value, **self._limits(videos)
+            RUN_SHARD_TASK,
+            kwargs={"job_id": job_id, "shard": shard},
+            queue=Queue.BULK.value,
+            ignore_result=True,
+            **self._limits(videos),
         )
 
     def send_finalize(self, job_id: str) -> None:
         """Finalize a batch whose finalizer was lost, on the ``io`` queue (no model needed; never behind a
         backlog)."""
-        self.app.send_task(FINALIZE_BATCH_TASK, kwargs={"job_id": job_id}, queue=Queue.IO.value)
+        self.app.send_task(FINALIZE_BATCH_TASK, kwargs={"job_id": job_id}, queue=Queue.IO.value, ignore_result=True)
 
     def send_delivery(self, event_id: str) -> None:
         """One attempt of one webhook event, on the ``io`` queue (the outbox in Redis holds its schedule)."""
-        self.app.send_task(DELIVER_WEBHOOK_TASK, kwargs={"event_id": event_id}, queue=Queue.IO.value)
+        self.app.send_task(
+            DELIVER_WEBHOOK_TASK, kwargs={"event_id": event_id}, queue=Queue.IO.value, ignore_result=True
+        )
 
     def ping(self, queue: Queue, timeout: float) -> str:
         """A bare Celery round trip on ``queue`` (the benchmark's baseline)."""
