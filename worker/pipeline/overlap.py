@@ -70,6 +70,10 @@ class ReadAhead:
         with self._lock:
             return key in self._reads
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._reads)
+
     def _keep(self, key: str, read: Future[bytes]) -> None:
         self._reads[key] = read
         while len(self._reads) > self._capacity:
