@@ -53,7 +53,7 @@ def execute(job_id: str, rt: Runtime) -> None:
         lease.stop()
         rt.store.hand_off(job_id)
         return
-    if rt.upcoming(queue_for(job.type, job.model)):
+    if _another_waits(job, rt):
         rt.behind.submit(lambda: _finish(job, finish, lease, rt))
     else:
         _finish(job, finish, lease, rt)
@@ -96,6 +96,15 @@ def _failed(job: Job, error: SamqError, rt: Runtime) -> None:
         return
     rt.store.fail(job.id, job.attempts, error)
     log.info("job %s: failed with %s: %s", job.id, error.code, error.message)
+
+
+def _another_waits(job: Job, rt: Runtime) -> bool:
+    """Whether a job waits in this one's queue (then this one finishes behind it); False when Redis cannot say."""
+    try:
+        return bool(rt.upcoming(queue_for(job.type, job.model)))
+    except Exception:
+        log.warning("job %s: could not peek at its queue; finishing in place", job.id, exc_info=True)
+        return False
 
 
 def _look_ahead(job: Job, rt: Runtime) -> None:
