@@ -57,7 +57,8 @@ def write_segment_result(
     canvas, colour_by = Canvas(image) if image is not None else None, _colour_by(categories)
     found = zip(masks.masks, masks.boxes, masks.scores, category_ids, strict=True)
     with objects.writes(job) as writes:
-        instances, files = _instances(writes, spec.output.formats, found, canvas, colour_by)
+        logits_file = _write_logits(writes, masks) if keep_logits else None  # the largest file, first: it is written
+        instances, files = _instances(writes, spec.output.formats, found, canvas, colour_by)  # while masks encode
         labels: dict[str, int] = {}
         for instance, prompt_index, detail in zip(instances, masks.prompt_index.tolist(), details, strict=True):
             instance["prompt_index"] = prompt_index
@@ -71,10 +72,8 @@ def write_segment_result(
                 [(b.x0, b.y0, b.x1, b.y1) for b in (prompt.box for prompt in prompts) if b is not None],
             )
             files.append(_write_annotated(writes, canvas, instances, masks.boxes, colour_by))
-        if keep_logits:
-            logits = io.BytesIO()
-            np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
-            files.append(writes.add(LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream"))
+        if logits_file is not None:
+            files.append(logits_file)
         if masks.logits is not None:  # output format "logits": Roboflow's NPZ, its names
             npz = io.BytesIO()
             np.savez_compressed(npz, masks=masks.logits, low_res_masks=masks.low_res_logits.astype(np.float32))
@@ -141,7 +140,7 @@ def _instances(
             "index": i,
             "score": float(score),
             "bbox": {"x0": x0, "y0": y0, "x1": x1, "y1": y1},
-            "area": int(mask.sum()),
+            "area": int(np.count_nonzero(mask)),
             "category_id": category_id,
         }
         if "rle" in formats:
@@ -156,6 +155,12 @@ def _instances(
             canvas.mask(mask, colour_by(instance))
         instances.append(instance)
     return instances, files
+
+
+def _write_logits(writes: Writes, masks: InstanceMasks) -> ResultFile:
+    logits = io.BytesIO()
+    np.save(logits, masks.low_res_logits.astype(np.float32), allow_pickle=False)
+    return writes.add(LOW_RES_LOGITS, logits.getvalue(), "application/octet-stream")
 
 
 def _colour_by(categories: CategoryTable) -> ColourBy:

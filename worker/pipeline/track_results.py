@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from storage.base import ObjectNotFoundError
@@ -139,7 +140,7 @@ class TrackResults:
                 "label": known.label,
                 "score": round(float(tracks.scores[i]), 6),
                 "bbox": {"x0": x0, "y0": y0, "x1": x1, "y1": y1},
-                "area": int(mask.sum()),
+                "area": int(np.count_nonzero(mask)),
                 "mask": encode_rle(mask),
             }
             if known.detection_score is not None:

@@ -42,6 +42,24 @@ def test_rle_is_column_major_like_coco() -> None:
     assert coco_mask.toBbox({"size": rle["size"], "counts": rle["counts"].encode()}).tolist() == [1, 0, 1, 1]
 
 
+def test_rle_is_the_same_for_every_memory_layout_of_a_mask() -> None:
+    """The encoder transposes a C-ordered mask itself (OpenCV); any layout gives pycocotools' own encoding."""
+    mask = _random_mask(769, 1031, seed=3)
+    expected = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))["counts"].decode()
+    layouts = {
+        "C": mask,
+        "Fortran": np.asfortranarray(mask),
+        "strided view": np.random.default_rng(4).random((1538, 2062))[::2, ::2] > 0.6,
+        "1 row": mask[:1],
+        "1 column": mask[:, :1],
+        "empty": mask[:0],
+    }
+    for name, layout in layouts.items():
+        want = coco_mask.encode(np.asfortranarray(layout, dtype=np.uint8))["counts"].decode()
+        assert encode_rle(layout)["counts"] == want, name
+    assert encode_rle(mask)["counts"] == expected
+
+
 def test_rle_of_empty_and_full_masks() -> None:
     for mask in (np.zeros((4, 6), dtype=bool), np.ones((4, 6), dtype=bool)):
         assert np.array_equal(decode_rle(encode_rle(mask)), mask)
