@@ -340,7 +340,7 @@ def print_breakdown(samples: Samples) -> None:
     row(
         "  · outside the pipeline",
         [t.stages["worker_ms"] - t.total_ms for t in hits],
-        "JobStore.start commit, lease thread start and stop, JobStore.succeed read",
+        "JobStore.start commit, lease registration, the peek at the queue, JobStore.succeed up to its stamp",
     )
     row(
         "· finish → client",

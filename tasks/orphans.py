@@ -32,7 +32,7 @@ class QueuedWatch:
 
     @staticmethod
     def enter(pipe: Pipeline, job_id: str) -> None:
-        """Queue on ``pipe`` (inside the job's MULTI): the job is queued, its message sent now."""
+        """Queue on ``pipe`` (in the job change's atomic write): the job is queued, its message sent now."""
         pipe.zadd(QUEUED, {job_id: time.time()})
 
     @staticmethod

@@ -35,7 +35,7 @@ class RetrySchedule:
 
     @staticmethod
     def schedule(pipe: Pipeline, job_id: str, delay: float) -> None:
-        """Queue the entry on ``pipe`` (inside the job's MULTI): due ``delay`` seconds from now."""
+        """Queue the entry on ``pipe`` (in the job change's atomic write): due ``delay`` seconds from now."""
         pipe.zadd(RETRIES, {job_id: time.time() + delay})
 
     @staticmethod

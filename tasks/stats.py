@@ -2,9 +2,9 @@
 
 Kept in Redis (not in a process) so that every API replica reports the whole cluster:
 
-- the job store counts every status change (``count_status``, inside its MULTI, so each change counts once): jobs
-  entering each status, jobs running now per type, first attempts' queue waits and finished jobs' run times per
-  type, and from a finished job's result where its image embedding came from, or a batch's items that never ran;
+- the job store counts every status change (``count_status``, in the change's own atomic write, so each counts
+  once): jobs entering each status, jobs running now per type, first attempts' queue waits and finished jobs' run
+  times per type, and from a finished job's result where its image embedding came from, or a batch's items that never ran;
 - the batch store counts each item's outcome once (in its record script), the outbox each delivery attempt's;
 - workers beat per queue (``tasks.roster``).
 
@@ -36,11 +36,13 @@ EMBEDDING_SOURCES = ("memory", "shared", "miss")
 """A job summary's ``embedding``: this worker's cache, the shared tier in object storage, or encoded by the job."""
 BATCH_ITEM_OUTCOMES = ("succeeded", "failed", "not_run")
 DELIVERY_OUTCOMES: tuple[str, ...] = get_args(DeliveryOutcome)
+BUCKET = "in:"
+"""A histogram hash's field of the observations in one bound (``in:0.5``: above the bound before, up to 0.5)."""
 
 
 def count_status(pipe: Pipeline, job: Job, before: JobStatus) -> None:
-    """Queue the counter writes for ``job`` having just moved from ``before`` to its status (inside the store's
-    MULTI)."""
+    """Queue the counter writes for ``job`` having just moved from ``before`` to its status (in the store's atomic
+    write)."""
     pipe.hincrby(ENTERED, job.status.value, 1)
     if job.status == JobStatus.RUNNING:
         pipe.hincrby(RUNNING, job.type, 1)
@@ -68,10 +70,10 @@ def _count_summary(pipe: Pipeline, job_type: str, summary: dict[str, Any]) -> No
 
 
 def observe(pipe: Pipeline, key: str, buckets: Sequence[float], value: float) -> None:
-    """Queue one observation of a histogram kept in the hash ``key``: a cumulative count per bound, and the sum."""
-    for bound in buckets:
-        if value <= bound:
-            pipe.hincrby(key, repr(bound), 1)
+    """Queue one observation of a histogram kept in the hash ``key``: a count in the smallest bound that holds it,
+    and the sum (two writes; :class:`Histogram` accumulates the bounds when read)."""
+    bound = next(b for b in buckets if value <= b)
+    pipe.hincrby(key, f"{BUCKET}{bound!r}", 1)
     pipe.hincrbyfloat(key, "sum", value)
 
 
@@ -88,7 +90,11 @@ class Histogram:
 
     @classmethod
     def from_hash(cls, fields: dict[str, str], bounds: Sequence[float]) -> Histogram:
-        return cls([(bound, int(fields.get(repr(bound), 0))) for bound in bounds], float(fields.get("sum", 0)))
+        cumulative, running = [], 0
+        for bound in bounds:
+            running += int(fields.get(f"{BUCKET}{bound!r}", 0))
+            cumulative.append((bound, running))
+        return cls(cumulative, float(fields.get("sum", 0)))
 
 
 @dataclass(frozen=True)

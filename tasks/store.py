@@ -1,7 +1,7 @@
 """The job store: job records in Redis, applied through the state machine of ``tasks.jobs``.
 
-Every change is an optimistic transaction (WATCH/MULTI) on the job's key, so two workers, the reaper and the API
-can race without ever regressing a status. Workers hold a lease per running job; each start bumps ``attempts``, and
+Every change is an optimistic transaction on the job's key (a compare-and-set, ``tasks.records``), so two workers,
+the reaper and the API can race without ever regressing a status. Workers hold a lease per running job; each start bumps ``attempts``, and
 every write from a worker names its attempt, so a stale (zombie) attempt is fenced off.
 """
 
@@ -25,6 +25,7 @@ from tasks.errors import (
 )
 from tasks.jobs import Job, JobError, JobResult, JobStatus, utcnow
 from tasks.orphans import QueuedWatch
+from tasks.records import Records
 from tasks.redis_keys import (
     ENTERED,
     LEASES,
@@ -74,6 +75,8 @@ return {'created', ''}
 
 Mutation = Callable[[Job], bool]
 """Changes a job in place; returns False when there is nothing to write."""
+LeasedMutation = Callable[[Job, bool], bool]
+"""A mutation that also sees whether the job's lease is live (read with the record; still so when written)."""
 
 
 class JobStore:
@@ -86,6 +89,7 @@ class JobStore:
         self._redis = client
         self._settings = settings
         self._create = client.register_script(_CREATE)
+        self._records = Records(client)
         self.outbox = Outbox(client, settings)
         self.retries = RetrySchedule(client, settings.retry_claim_seconds)
         self.queued = QueuedWatch(client)
@@ -229,8 +233,8 @@ class JobStore:
         A job out of attempts is failed here with ``worker_lost``.
         """
 
-        def begin(job: Job) -> bool:
-            if job.status.is_terminal or (job.status == JobStatus.RUNNING and self._lease_live(job_id)):
+        def begin(job: Job, lease_live: bool) -> bool:
+            if job.status.is_terminal or (job.status == JobStatus.RUNNING and lease_live):
                 return False
             if job.attempts >= self._settings.max_attempts:
                 _fail(job, _worker_lost(job.attempts))
@@ -241,7 +245,7 @@ class JobStore:
             job.error = None
             return True
 
-        job = self._update(job_id, begin, watch_leases=True)
+        job = self._apply(job_id, begin, leased=True)
         return job if job is not None and job.status == JobStatus.RUNNING else None
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -249,21 +253,14 @@ class JobStore:
 
     def heartbeat(self, job_id: str, attempt: int) -> bool:
         """Renew the lease of ``attempt``. False when the attempt is stale or the job left ``running``."""
-        with self._redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(job_key(job_id))  # type: ignore[no-untyped-call]
-                    raw = pipe.get(job_key(job_id))
-                    job = Job.model_validate_json(raw) if raw is not None else None
-                    if job is None or job.status != JobStatus.RUNNING or job.attempts != attempt:
-                        pipe.unwatch()
-                        return False
-                    pipe.multi()
-                    pipe.zadd(LEASES, {job_id: time.time() + self._settings.lease_seconds})
-                    pipe.execute()
+        while (seen := self._records.read(job_id)) is not None:
+            if not _owns(Job.model_validate_json(seen.raw), attempt):
+                return False
+            with self._records.writes() as pipe:
+                pipe.zadd(LEASES, {job_id: time.time() + self._settings.lease_seconds})
+                if self._records.commit(job_id, seen, seen.raw, pipe, remember=False):  # the record as it was read
                     return True
-                except redis.WatchError:
-                    continue
+        return False
 
     def set_progress(self, job_id: str, attempt: int, done: int, total: int, unit: str) -> Job | None:
         def progress(job: Job) -> bool:
@@ -336,8 +333,8 @@ class JobStore:
         """Take back a job whose lease lapsed: queued again (returned, to be re-sent) or failed when out of
         attempts. None when there is nothing to do (the lease was renewed, or the job already moved on)."""
 
-        def take_back(job: Job) -> bool:
-            if job.status != JobStatus.RUNNING or self._lease_live(job_id):
+        def take_back(job: Job, lease_live: bool) -> bool:
+            if job.status != JobStatus.RUNNING or lease_live:
                 return False
             if job.attempts >= self._settings.max_attempts:
                 _fail(job, _worker_lost(job.attempts))
@@ -347,19 +344,10 @@ class JobStore:
                 job.error = _job_error(WorkerLostError(f"attempt {job.attempts} lost its worker; retrying"))
             return True
 
-        job = self._update(job_id, take_back, watch_leases=True)
-        if job is None and not self._is_running(job_id):
+        job = self._apply(job_id, take_back, leased=True)
+        if job is None and getattr(self.get(job_id), "status", None) != JobStatus.RUNNING:
             self._redis.zrem(LEASES, job_id)  # a stale entry: the record expired or already moved on
         return job if job is not None and job.status == JobStatus.QUEUED else None
-
-    def _is_running(self, job_id: str) -> bool:
-        job = self.get(job_id)
-        return job is not None and job.status == JobStatus.RUNNING
-
-    def _lease_live(self, job_id: str) -> bool:
-        """Read inside a transaction that WATCHes ``LEASES``, so a concurrent renewal aborts the transaction."""
-        lease = self._redis.zscore(LEASES, job_id)
-        return lease is not None and lease > time.time()
 
     # ---- the one write path ---------------------------------------------------------------------------------
 
@@ -368,28 +356,37 @@ class JobStore:
         job_id: str,
         mutate: Mutation,
         *,
-        watch_leases: bool = False,
         progress_event: bool = False,
         also: Callable[[Pipeline], None] | None = None,
     ) -> Job | None:
-        """Apply ``mutate`` to the record atomically (WATCH/MULTI, retried on a race); ``also`` adds writes to the
-        same transaction."""
-        key = job_key(job_id)
-        with self._redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key, *([LEASES] if watch_leases else []))  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    if raw is None:
-                        pipe.unwatch()
-                        return None
-                    job = Job.model_validate_json(raw)
-                    before = job.status
-                    if not mutate(job):
-                        pipe.unwatch()
-                        return None
-                    pipe.multi()
-                    pipe.set(key, job.model_dump_json(), ex=self._settings.job_ttl_seconds)
+        return self._apply(job_id, lambda job, _live: mutate(job), progress_event=progress_event, also=also)
+
+    def _apply(
+        self,
+        job_id: str,
+        mutate: LeasedMutation,
+        *,
+        leased: bool = False,
+        progress_event: bool = False,
+        also: Callable[[Pipeline], None] | None = None,
+    ) -> Job | None:
+        """Apply ``mutate`` to the record atomically (a compare-and-set, computed again on a race); ``leased``: the
+        change depends on whether the lease is live; ``also`` adds writes to the same change."""
+        seen = None if leased else self._records.remembered(job_id)
+        seen = seen or self._records.read(job_id, leased)
+        while seen is not None:
+            job = Job.model_validate_json(seen.raw)
+            before = job.status
+            try:
+                changed = mutate(job, bool(seen.lease_live))
+            except SamqError:
+                if not seen.remembered:
+                    raise
+                changed = False  # judged on the record as this process wrote it: judge the stored one
+            if changed:
+                raw = job.model_dump_json()
+                with self._records.writes() as pipe:
+                    pipe.set(job_key(job_id), raw, ex=self._settings.job_ttl_seconds)
                     if job.cancel_requested and job.status == JobStatus.RUNNING:
                         pipe.set(cancel_key(job.id), "1", ex=self._settings.job_ttl_seconds)
                     if job.status != before:
@@ -398,10 +395,12 @@ class JobStore:
                         self.outbox.stage(pipe, job, WebhookEvent.PROGRESS)
                     if also is not None:
                         also(pipe)
-                    pipe.execute()
-                    return job
-                except redis.WatchError:
-                    continue
+                    if self._records.commit(job_id, seen, raw, pipe, remember=not job.status.is_terminal):
+                        return job
+            elif not seen.remembered:
+                return None
+            seen = self._records.read(job_id, leased)
+        return None
 
     def _on_status_change(self, pipe: Pipeline, job: Job, before: JobStatus) -> None:
         count_status(pipe, job, before)

@@ -95,7 +95,7 @@ class Outbox:
         self._event_ttl = int(sum(delays) + settings.webhook_claim_seconds + 24 * 3600)
 
     def stage(self, pipe: Pipeline, job: Job, event: WebhookEvent) -> None:
-        """Queue the event's writes on ``pipe`` (inside the job's MULTI). Due at once."""
+        """Queue the event's writes on ``pipe`` (in the job change's atomic write). Due at once."""
         webhook = job.spec.webhook
         assert webhook is not None
         staged = OutboxEvent(
