@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Callable
 
 from storage import S3Reader, keys
@@ -18,6 +19,13 @@ from tasks.errors import (
 from tasks.specs import Base64Image, S3Image, UploadImage, UrlImage
 from tasks.uploads import UploadStore
 from worker.pipeline.objects import JobObjects
+
+KNOWN_DIGESTS = 4096
+"""Uploads whose SHA-256 a worker process remembers (an upload's bytes never change: its id names them)."""
+
+
+class _NoUpload(Exception):
+    """No such upload (not remembered: ``functools.lru_cache`` keeps only what returns)."""
 
 
 class MediaSource:
@@ -41,6 +49,7 @@ class MediaSource:
         self._timeout = timeout
         self._total_seconds = total_seconds
         self._allowed = allowed_networks
+        self._sha256 = functools.lru_cache(maxsize=KNOWN_DIGESTS)(self._read_sha256)
 
     def fetch(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> bytes:
         if isinstance(ref, Base64Image):  # the API stores these as uploads; other producers may not
@@ -58,12 +67,22 @@ class MediaSource:
         return self._from_url(ref.url)
 
     def digest(self, ref: UrlImage | Base64Image | UploadImage | S3Image, tenant: str) -> str | None:
-        """An upload's SHA-256, from its record (Redis, sub-millisecond), which the API wrote from the very bytes
-        stored: the embedding cache can be asked before the image is read, or instead."""
+        """An upload's SHA-256, from its record, which the API wrote from the very bytes stored: the embedding cache
+        can be asked before the image is read, or instead. Remembered once read (a round trip less on every later
+        job on the image); an upload that expired since only lets a job its embedding serves still run."""
         if not isinstance(ref, UploadImage) or self._uploads is None:
             return None
-        upload = self._uploads.get(ref.upload, tenant)
-        return upload.sha256 if upload is not None else None
+        try:
+            return self._sha256(ref.upload, tenant)
+        except _NoUpload:
+            return None
+
+    def _read_sha256(self, upload_id: str, tenant: str) -> str:
+        assert self._uploads is not None
+        upload = self._uploads.get(upload_id, tenant)
+        if upload is None:
+            raise _NoUpload(upload_id)
+        return upload.sha256
 
     def _from_store(self, read: Callable[[], bytes], ref: UploadImage | S3Image) -> bytes:
         try:
