@@ -148,7 +148,8 @@ def stack_env(redis_url: str, storage: dict[str, str]) -> dict[str, str]:
         "SAMQ_WEBHOOK_POLL_SECONDS": "0.2",
         "SAMQ_WEBHOOK_CLAIM_SECONDS": "5",
         "SAMQ_WEBHOOK_RETRY_SCHEDULE": "0.5,0.5,1,1,2,2,3,3,5,5",
-        "SAMQ_WORKER_TRACK_CHUNK_FRAMES": "8",  # video results (and resume points) every 8 frames
+        "SAMQ_WORKER_TRACK_CHUNK_FRAMES": "8",  # video results (and resume points) every 8 frames,
+        "SAMQ_WORKER_TRACK_CHUNK_SECONDS": "3600",  # never by age: a slow host would cut chunks short
         "SAMQ_BATCH_ENCODE_SIZE": "4",  # batches encode 4 images at a time (CPU's default is one at a time)
         "SAMQ_API_ROBOFLOW_SAM2_VERSION": "hiera_tiny",  # Roboflow's default, hiera_large, is slow on CPU
         "PYTHONUNBUFFERED": "1",

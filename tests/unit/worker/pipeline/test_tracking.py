@@ -149,3 +149,22 @@ def test_absent_objects_are_left_out_of_a_frame(tmp_path: Path) -> None:
     results.flush(None)
     row = json.loads((tmp_path / "objects/default/jobs/job_fixed/parts/00000000-00000000.jsonl").read_bytes())
     assert [o["id"] for o in row["objects"]] == [0] and "polygon" in row["objects"][0]
+
+
+def test_a_chunk_is_also_due_by_age_so_a_slow_video_keeps_resume_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("worker.pipeline.track_results.time.monotonic", lambda: now[0])
+    results = _results(tmp_path, chunk_frames=100, chunk_seconds=30.0)
+    assert not results.due()  # nothing pending is never due, however old
+    now[0] += 60
+    assert not results.due()
+    results.add(_frame(0, [(10, 10, 30, 30)]))
+    assert results.due()
+    results.flush(b"state-0")
+    results.add(_frame(1, [(10, 10, 30, 30)]))
+    now[0] += 29.9
+    assert not results.due()  # the age counts from the last flush
+    now[0] += 0.1
+    assert results.due()
