@@ -218,8 +218,8 @@ class JobStore:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                if pubsub.get_message(timeout=min(left, 1.0)) is not None:
-                    job = self.get(job_id)
+                if (message := pubsub.get_message(timeout=min(left, 1.0))) is not None:
+                    job = Job.model_validate_json(message["data"])
             return job
         finally:
             pubsub.close()
@@ -390,7 +390,7 @@ class JobStore:
                     if job.cancel_requested and job.status == JobStatus.RUNNING:
                         pipe.set(cancel_key(job.id), "1", ex=self._settings.job_ttl_seconds)
                     if job.status != before:
-                        self._on_status_change(pipe, job, before)
+                        self._on_status_change(pipe, job, before, raw)
                     elif progress_event and wants(job, WebhookEvent.PROGRESS) and self.outbox.progress_gate(job_id):
                         self.outbox.stage(pipe, job, WebhookEvent.PROGRESS)
                     if also is not None:
@@ -402,7 +402,7 @@ class JobStore:
             seen = self._records.read(job_id, leased)
         return None
 
-    def _on_status_change(self, pipe: Pipeline, job: Job, before: JobStatus) -> None:
+    def _on_status_change(self, pipe: Pipeline, job: Job, before: JobStatus, raw: str) -> None:
         count_status(pipe, job, before)
         if job.status == JobStatus.QUEUED:  # its message goes out now (or, for a retry, when due)
             QueuedWatch.enter(pipe, job.id)
@@ -420,7 +420,7 @@ class JobStore:
         event = EVENT_BY_STATUS.get(job.status)
         if event is not None and wants(job, event):
             self.outbox.stage(pipe, job, event)
-        pipe.publish(events_channel(job.id), job.status.value)
+        pipe.publish(events_channel(job.id), raw)  # the record itself: a waiter reads nothing more
 
 
 def _first_job(store: JobStore, stored: str, idempotency: Idempotency) -> Job | None:

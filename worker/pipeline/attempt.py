@@ -13,6 +13,7 @@ hop less on its latency).
 from __future__ import annotations
 
 import logging
+import time
 
 from tasks.batch_specs import BatchSpec
 from tasks.errors import JobTimeoutError, SamqError, TransientError
@@ -29,13 +30,14 @@ log = logging.getLogger(__name__)
 
 def execute(job_id: str, rt: Runtime) -> None:
     """Run one attempt of ``job_id``. Never raises for anything a job can do: failures become job state."""
+    read_at = time.monotonic()
     job = rt.store.start(job_id)
     if job is None:
         log.info("job %s: nothing to run (terminal, unknown, or running elsewhere); skipped", job_id)
         return
     log.info("job %s: attempt %d started", job_id, job.attempts)
     rt.objects.start(lambda: _look_ahead(job, rt))
-    lease = Lease.of_attempt(rt.store, job_id, job.attempts, rt.lease_interval).start()
+    lease = Lease.of_attempt(rt.store, job, rt.lease_interval, read_at).start()
     try:
         if isinstance(job.spec, BatchSpec):  # its attempt only fans out; its shards finish it
             expand(job, job.spec, rt, lease.checkpoint)

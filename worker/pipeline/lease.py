@@ -11,10 +11,15 @@ from types import TracebackType
 
 import redis
 
-from tasks.jobs import JobResult
+from tasks.jobs import Job, JobResult
 from worker.pipeline.context import JobRecords
 
 log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 0.1
+"""A checkpoint asks Redis whether the job was canceled at most this often. A cancel is seen at the first checkpoint
+this long after the last answer: late by a tenth of a second at most, and a short job's checkpoints (a cache-hit
+segment job's two, around a decoder run of tens of milliseconds) cost no round trip."""
 
 
 class JobCanceledError(Exception):
@@ -37,18 +42,34 @@ class Lease:
     ``renew`` returns False once the lease is gone (fenced off); ``canceled`` says whether the work must stop.
     """
 
-    def __init__(self, job_id: str, renew: Callable[[], bool], canceled: Callable[[], bool], interval: float) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        renew: Callable[[], bool],
+        canceled: Callable[[], bool],
+        interval: float,
+        not_canceled_at: float | None = None,
+    ) -> None:
+        """``not_canceled_at``: when (``time.monotonic``) the job was last known not canceled, if it was."""
         self.job_id = job_id
         self.renew_once = renew
         self._canceled = canceled
         self.interval = interval
         self.lost = threading.Event()
         self._started = False
+        self._not_canceled_at = not_canceled_at
 
     @classmethod
-    def of_attempt(cls, store: JobRecords, job_id: str, attempt: int, interval: float) -> Lease:
-        """The lease of a job's running attempt."""
-        return cls(job_id, lambda: store.heartbeat(job_id, attempt), lambda: store.cancel_requested(job_id), interval)
+    def of_attempt(cls, store: JobRecords, job: Job, interval: float, read_at: float) -> Lease:
+        """The lease of a job's running attempt; ``job`` is its record as read (at ``read_at``) when it started."""
+        job_id, attempt = job.id, job.attempts
+        return cls(
+            job_id,
+            lambda: store.heartbeat(job_id, attempt),
+            lambda: store.cancel_requested(job_id),
+            interval,
+            None if job.cancel_requested else read_at,
+        )
 
     def start(self) -> Lease:
         """Start renewing, once (``stop`` ends it; a ``with`` block does both, or only stops one started already)."""
@@ -73,12 +94,17 @@ class Lease:
     def checkpoint(self) -> None:
         """Raise JobCanceledError or LeaseLostError when the work should stop here.
 
-        Cheap on purpose (one round trip): a fenced attempt that slips past it is still refused at its final write.
+        Cheap on purpose (a round trip, at most one per ``CANCEL_POLL_SECONDS``): a fenced attempt that slips past
+        it is still refused at its final write.
         """
         if self.lost.is_set():
             raise LeaseLostError(self.job_id)
+        asked = time.monotonic()
+        if self._not_canceled_at is not None and asked - self._not_canceled_at < CANCEL_POLL_SECONDS:
+            return
         if self._canceled():
             raise JobCanceledError(self.job_id)
+        self._not_canceled_at = asked
 
 
 class Renewals:

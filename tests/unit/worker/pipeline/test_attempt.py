@@ -50,6 +50,7 @@ class FakeStore:
         if self.job.status.is_terminal:
             return None
         self.job.status, self.job.attempts = JobStatus.RUNNING, self.job.attempts + 1
+        self.job.cancel_requested = self.cancel  # the record says so too, as JobStore's does
         return self.job
 
     def heartbeat(self, job_id: str, attempt: int) -> bool:

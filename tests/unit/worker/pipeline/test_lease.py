@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from worker.pipeline.lease import JobCanceledError, Lease, LeaseLostError
+from worker.pipeline.lease import CANCEL_POLL_SECONDS, JobCanceledError, Lease, LeaseLostError
 
 INTERVAL = 0.02
 
@@ -99,6 +99,46 @@ def test_a_fenced_lease_raises_at_the_next_checkpoint_and_is_renewed_no_more() -
 def test_a_canceled_job_raises_at_the_checkpoint() -> None:
     with _lease(lambda: True, canceled=lambda: True) as lease, pytest.raises(JobCanceledError):
         lease.checkpoint()
+
+
+def test_checkpoints_ask_at_most_once_per_poll_interval_and_see_a_cancel_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now, asked, canceled = [100.0], [0], [False]
+    monkeypatch.setattr("worker.pipeline.lease.time.monotonic", lambda: now[0])
+
+    def ask() -> bool:
+        asked[0] += 1
+        return canceled[0]
+
+    lease = Lease("job", renew=lambda: True, canceled=ask, interval=INTERVAL, not_canceled_at=100.0)
+    lease.checkpoint()  # the record read at start said "not canceled" just now: no round trip
+    assert asked[0] == 0
+    canceled[0] = True
+    now[0] += CANCEL_POLL_SECONDS * 0.9
+    lease.checkpoint()  # a cancel this recent is not asked about yet
+    assert asked[0] == 0
+    now[0] += CANCEL_POLL_SECONDS * 0.1
+    with pytest.raises(JobCanceledError):
+        lease.checkpoint()
+    assert asked[0] == 1
+
+
+def test_a_lease_that_knows_nothing_asks_at_its_first_checkpoint_then_every_poll_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now, asked = [100.0], [0]
+    monkeypatch.setattr("worker.pipeline.lease.time.monotonic", lambda: now[0])
+
+    def ask() -> bool:
+        asked[0] += 1
+        return False
+
+    lease = Lease("job", renew=lambda: True, canceled=ask, interval=INTERVAL)
+    for _ in range(10):  # checkpoints every 0.3 poll intervals for 3 intervals: asked at 0, 1.2, 2.4
+        lease.checkpoint()
+        now[0] += CANCEL_POLL_SECONDS * 0.3
+    assert asked[0] == 3
 
 
 @pytest.mark.parametrize("error", [redis.ConnectionError("down"), ValueError("a bug in a renew callable")])
