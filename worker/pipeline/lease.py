@@ -17,7 +17,7 @@ from worker.pipeline.context import JobRecords
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 0.1
-"""A checkpoint asks Redis whether the job was canceled at most this often. A cancel is seen at the first checkpoint
+"""A job attempt's checkpoint asks Redis whether the job was canceled at most this often. A cancel is seen at the first checkpoint
 this long after the last answer: late by a tenth of a second at most, and a short job's checkpoints (a cache-hit
 segment job's two, around a decoder run of tens of milliseconds) cost no round trip."""
 
@@ -48,15 +48,19 @@ class Lease:
         renew: Callable[[], bool],
         canceled: Callable[[], bool],
         interval: float,
+        cancel_poll: float = 0.0,
         not_canceled_at: float | None = None,
     ) -> None:
-        """``not_canceled_at``: when (``time.monotonic``) the job was last known not canceled, if it was."""
+        """``cancel_poll``: ask whether to stop at most this often (0: at every checkpoint, as a batch shard must,
+        whose own failed item can stop it); ``not_canceled_at``: when (``time.monotonic``) the work was last known
+        not canceled, if it was."""
         self.job_id = job_id
         self.renew_once = renew
         self._canceled = canceled
         self.interval = interval
         self.lost = threading.Event()
         self._started = False
+        self._cancel_poll = cancel_poll
         self._not_canceled_at = not_canceled_at
 
     @classmethod
@@ -68,6 +72,7 @@ class Lease:
             lambda: store.heartbeat(job_id, attempt),
             lambda: store.cancel_requested(job_id),
             interval,
+            CANCEL_POLL_SECONDS,
             None if job.cancel_requested else read_at,
         )
 
@@ -94,13 +99,13 @@ class Lease:
     def checkpoint(self) -> None:
         """Raise JobCanceledError or LeaseLostError when the work should stop here.
 
-        Cheap on purpose (a round trip, at most one per ``CANCEL_POLL_SECONDS``): a fenced attempt that slips past
-        it is still refused at its final write.
+        Cheap on purpose (a round trip, at most one per ``cancel_poll``): a fenced attempt that slips past it is
+        still refused at its final write.
         """
         if self.lost.is_set():
             raise LeaseLostError(self.job_id)
         asked = time.monotonic()
-        if self._not_canceled_at is not None and asked - self._not_canceled_at < CANCEL_POLL_SECONDS:
+        if self._not_canceled_at is not None and asked - self._not_canceled_at < self._cancel_poll:
             return
         if self._canceled():
             raise JobCanceledError(self.job_id)

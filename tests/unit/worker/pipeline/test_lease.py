@@ -111,7 +111,7 @@ def test_checkpoints_ask_at_most_once_per_poll_interval_and_see_a_cancel_after_i
         asked[0] += 1
         return canceled[0]
 
-    lease = Lease("job", renew=lambda: True, canceled=ask, interval=INTERVAL, not_canceled_at=100.0)
+    lease = Lease("job", lambda: True, ask, INTERVAL, CANCEL_POLL_SECONDS, not_canceled_at=100.0)
     lease.checkpoint()  # the record read at start said "not canceled" just now: no round trip
     assert asked[0] == 0
     canceled[0] = True
@@ -134,10 +134,23 @@ def test_a_lease_that_knows_nothing_asks_at_its_first_checkpoint_then_every_poll
         asked[0] += 1
         return False
 
-    lease = Lease("job", renew=lambda: True, canceled=ask, interval=INTERVAL)
+    lease = Lease("job", lambda: True, ask, INTERVAL, CANCEL_POLL_SECONDS)
     for _ in range(10):  # checkpoints every 0.3 poll intervals for 3 intervals: asked at 0, 1.2, 2.4
         lease.checkpoint()
         now[0] += CANCEL_POLL_SECONDS * 0.3
+    assert asked[0] == 3
+
+
+def test_a_lease_without_a_poll_interval_asks_at_every_checkpoint() -> None:
+    asked = [0]
+
+    def ask() -> bool:
+        asked[0] += 1
+        return False
+
+    lease = _lease(lambda: True, canceled=ask)  # a batch shard's: its own failed item can stop it at once
+    for _ in range(3):
+        lease.checkpoint()
     assert asked[0] == 3
 
 
