@@ -15,6 +15,7 @@ import torch
 
 from tasks.errors import ModelUnavailableError
 from worker import torchvision_compat
+from worker.runners import components
 from worker.runners.device import select_device
 from worker.settings import WorkerSettings
 from worker.weights import model_card, resolve_checkpoint
@@ -22,6 +23,7 @@ from worker.weights import model_card, resolve_checkpoint
 # sam2 imports torchvision at import time, which fails on CPU machines carrying the CUDA torchvision wheel unless
 # the shim is installed first. Keep this call above the sam2 and hydra imports.
 torchvision_compat.install()
+components.install()  # sam2's hole filling on CPU too (worker.runners.components)
 
 from hydra import initialize_config_module  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
@@ -70,8 +72,9 @@ def build(model_id: str, settings: WorkerSettings, builder: Builder, *, apply_po
 
 
 def has_connected_components() -> bool:
-    """Whether sam2's compiled extension (connected components, for hole filling) imports: built only with CUDA
-    (``SAM2_BUILD_CUDA=1``); without it, hole filling would only warn, so the video runner turns it off."""
+    """Whether sam2's connected components (for hole filling) import: its compiled extension, built only with CUDA
+    (``SAM2_BUILD_CUDA=1``), or :mod:`worker.runners.components` standing in for it; without either, hole filling
+    would only warn, so the video runner turns it off."""
     try:
         from sam2 import _C  # noqa: F401  (an optional compiled module: whether it imports is the answer)
     except ImportError:
