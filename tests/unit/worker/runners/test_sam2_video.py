@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,32 @@ def _masks(tracks: list[FrameTracks]) -> dict[int, np.ndarray]:
     return {t.index: t.masks for t in tracks}
 
 
-def test_streaming_masks_equal_metas_full_predictor(runner: Sam2VideoRunner, jpeg_clip: Any) -> None:
-    folder, frames = jpeg_clip
-    expected = _reference(folder)
+@dataclass(frozen=True)
+class Streamed:
+    """One streaming run over the whole clip (shared by the tests below: a run costs tens of seconds on CPU)."""
+
+    tracks: list[FrameTracks]
+    kept: list[dict[int, tuple[list[int], list[int]]]]
+    """The frames the session kept, per object, after each frame."""
+    window: int
+
+
+@pytest.fixture(scope="module")
+def streamed(runner: Sam2VideoRunner, jpeg_clip: Any) -> Streamed:
+    _, frames = jpeg_clip
     session = runner.open(frames)
     _seed(session)
-    got = list(session.propagate(0, FRAMES - 1))
+    tracks, kept = [], []
+    for frame in session.propagate(0, FRAMES - 1):
+        tracks.append(frame)
+        kept.append({obj: (list(cond), list(non_cond)) for obj, (cond, non_cond) in session.kept_frames().items()})
+    return Streamed(tracks, kept, session.window)
+
+
+def test_streaming_masks_equal_metas_full_predictor(streamed: Streamed, jpeg_clip: Any) -> None:
+    folder, _ = jpeg_clip
+    expected = _reference(folder)
+    got = streamed.tracks
 
     assert [t.index for t in got] == list(range(FRAMES))
     assert all(t.obj_ids == [1, 7] for t in got)
@@ -107,23 +128,21 @@ def test_streaming_masks_equal_metas_full_predictor(runner: Sam2VideoRunner, jpe
     assert any(t.masks[0].any() for t in got) and any(t.masks[1].any() for t in got)  # not trivially empty
 
 
-def test_state_stays_within_the_attention_window(runner: Sam2VideoRunner, jpeg_clip: Any) -> None:
-    _, frames = jpeg_clip
-    session = runner.open(frames)
-    _seed(session)
-    for tracks in session.propagate(0, FRAMES - 1):
-        for cond, non_cond in session.kept_frames().values():
-            assert len(non_cond) <= session.window
-            assert all(t > tracks.index - session.window for t in non_cond)
+def test_state_stays_within_the_attention_window(streamed: Streamed) -> None:
+    assert streamed.window == 16
+    for tracks, kept in zip(streamed.tracks, streamed.kept, strict=True):
+        for cond, non_cond in kept.values():
+            assert len(non_cond) <= streamed.window
+            assert all(t > tracks.index - streamed.window for t in non_cond)
             assert len(cond) == 1  # the seed frame only
-    assert session.window == 16
+    assert any(len(non_cond) == streamed.window for kept in streamed.kept for _, non_cond in kept.values())
 
 
-def test_resume_from_a_snapshot_gives_the_same_masks(runner: Sam2VideoRunner, jpeg_clip: Any) -> None:
+def test_resume_from_a_snapshot_gives_the_same_masks(
+    runner: Sam2VideoRunner, jpeg_clip: Any, streamed: Streamed
+) -> None:
     _, frames = jpeg_clip
-    whole = runner.open(frames)
-    _seed(whole)
-    expected = _masks(list(whole.propagate(0, FRAMES - 1)))
+    expected = _masks(streamed.tracks)
 
     first = runner.open(frames)
     _seed(first)
