@@ -99,6 +99,12 @@ class Client:
         body = {"type": "concept", "image": self.media(image), "prompts": _concept_prompts(prompts), **options}
         return self.submit(_with_model(body, model), wait=wait)
 
+    def everything(self, image: Media, *, model: str | None = None, wait: int = 0, **params: Any) -> Job:
+        """Every object mask of the image (SAM2's automatic mask generator); ``params`` under the generator's names
+        (``points_per_side``, ``pred_iou_thresh``, ``crop_n_layers``, …) and ``max_masks``."""
+        body = {"type": "everything", "image": self.media(image), **params}
+        return self.submit(_with_model(body, model), wait=wait)
+
     def track(
         self,
         video: Media,

@@ -26,7 +26,8 @@ DEFAULT_CLASS = "object"
 
 
 def from_result(document: Mapping[str, Any], read: Callable[[str], bytes]) -> sv.Detections:
-    """A segment or concept ``result.json`` as ``sv.Detections``; ``read`` fetches a result file (PNG masks)."""
+    """A segment, concept or everything ``result.json`` as ``sv.Detections``; ``read`` fetches a result file (PNG
+    masks)."""
     image = document["image"]
     height, width = int(image["height"]), int(image["width"])
     instances = document["instances"]

@@ -158,11 +158,11 @@ class Job(dict[str, Any]):
         return document
 
     def to_detections(self) -> sv.Detections:
-        """A segment or concept result as supervision's ``sv.Detections`` (``pip install supervision``): masks, xyxy,
-        confidence, class_id (the position in the job's category table) and ``data["class_name"]``."""
+        """A segment, concept or everything result as supervision's ``sv.Detections`` (``pip install supervision``):
+        masks, xyxy, confidence, class_id (the position in the job's category table) and ``data["class_name"]``."""
         from samq import detections
 
-        if self["type"] not in ("segment", "concept"):
+        if self["type"] not in ("segment", "concept", "everything"):
             hint = {"track": "frames()", "batch": "item_detections() or to_dataset()"}.get(self["type"], "result()")
             raise SamqError(f"a {self['type']} job's result is not one image's detections: see Job.{hint}")
         return detections.from_result(self.result(), self.read)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.batch_specs import BatchSpec
 from tasks.errors import IllegalTransitionError
+from tasks.everything_specs import EverythingSpec
 from tasks.names import RESULT_DOCUMENT
 from tasks.specs import ConceptSpec, EmbedSpec, SegmentSpec
 from tasks.track_specs import TrackSpec
@@ -42,7 +43,9 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-JobSpec = Annotated[SegmentSpec | EmbedSpec | ConceptSpec | TrackSpec | BatchSpec, Field(discriminator="type")]
+JobSpec = Annotated[
+    SegmentSpec | EmbedSpec | ConceptSpec | EverythingSpec | TrackSpec | BatchSpec, Field(discriminator="type")
+]
 """Any job's spec, told apart by its ``type``."""
 
 

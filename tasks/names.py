@@ -12,10 +12,10 @@ from enum import StrEnum
 class Queue(StrEnum):
     """Separate queues so that long work cannot starve short work."""
 
-    INTERACTIVE = "interactive"  # segment, embed on SAM2: seconds
+    INTERACTIVE = "interactive"  # segment, embed on SAM2: seconds (everything: a second to minutes, on bulk)
     SAM3 = "sam3"  # every job on SAM3 (840M parameters): workers with the memory for it
     VIDEO = "video"  # track: minutes
-    BULK = "bulk"  # batch items
+    BULK = "bulk"  # batch items, everything jobs
     IO = "io"  # CPU-only side work: webhooks, reconcile
 
 
@@ -25,7 +25,7 @@ DELIVER_WEBHOOK_TASK = "samq.deliver_webhook"
 RUN_SHARD_TASK = "samq.run_shard"
 FINALIZE_BATCH_TASK = "samq.finalize_batch"
 
-JOB_TYPES = ("segment", "embed", "concept", "track", "batch")
+JOB_TYPES = ("segment", "embed", "concept", "everything", "track", "batch")
 SAM3_MODEL = "sam3"
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -40,10 +40,11 @@ and ``low_res_masks`` (N×r×r), the names of Roboflow's ``binary`` format."""
 
 def queue_for(job_type: str, model: str) -> Queue:
     """Video has its own queue (minutes per job); SAM3 image jobs have theirs, so SAM3 workers can be sized (and
-    placed) apart from SAM2 workers. A batch (its expansion, then its shards) runs on ``bulk``."""
+    placed) apart from SAM2 workers. A batch (its expansion, then its shards) runs on ``bulk``, and so does an
+    ``everything`` job (hundreds of decoder passes: it would hold up the clicks of interactive jobs)."""
     if job_type == "track":
         return Queue.VIDEO
-    if job_type == "batch":
+    if job_type in ("batch", "everything"):
         return Queue.BULK
     if model == SAM3_MODEL:
         return Queue.SAM3

@@ -1,6 +1,7 @@
 """Job specs: one frozen pydantic model per job type, validated once at the API edge. This module: the shared
 parts (media references, prompts, webhooks, output options) and the jobs on one image (segment, embed, concept);
-``tasks.track_specs`` and ``tasks.batch_specs`` hold the others, ``tasks.jobs.JobSpec`` is their union.
+``tasks.everything_specs``, ``tasks.track_specs`` and ``tasks.batch_specs`` hold the others, ``tasks.jobs.JobSpec``
+is their union.
 
 The same models validate HTTP requests, travel (as JSON) inside the job record, and generate the OpenAPI schema.
 Downstream code only ever sees these typed objects, never raw dicts.

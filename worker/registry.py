@@ -1,11 +1,13 @@
 """Loaded models, per worker process: each loads on first use and stays warm, up to ``max_models`` (LRU).
 
-Two kinds of runner, two accessors:
+Four kinds of runner, four accessors:
 
 - :meth:`ModelRegistry.get` — image runners for segment / embed jobs, with the ``Sam2ImageRunner`` interface:
   the SAM2.1 ids (``"sam2.1_hiera_tiny"`` …) and ``"sam3"`` (the SAM3 tracker, ``Sam3TrackerRunner``).
 - :meth:`ModelRegistry.get_concept` — concept runners for concept jobs: ``"sam3"`` (``Sam3ConceptRunner``), held
   under the key ``"sam3_concept"`` (what :meth:`ModelRegistry.loaded` lists).
+- :meth:`ModelRegistry.get_everything` — the automatic mask generator for everything jobs
+  (``Sam2EverythingRunner``), on the SAM2.1 image runner of :meth:`ModelRegistry.get` (no model of its own).
 - :meth:`ModelRegistry.get_video` — video trackers for track jobs (:class:`~worker.runners.video.VideoTracker`):
   the SAM2.1 ids (``Sam2VideoRunner``), ``"sam3_tracker"`` and ``"sam3"`` (text concepts), held under
   ``<id>_video``.
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 from worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    from worker.runners.sam2_everything import Sam2EverythingRunner
     from worker.runners.sam2_image import Sam2ImageRunner
     from worker.runners.sam3_concept import Sam3ConceptRunner
     from worker.runners.sam3_tracker import Sam3TrackerRunner
@@ -118,6 +121,16 @@ class ModelRegistry:
     def get_concept(self, model_id: str = SAM3) -> Sam3ConceptRunner:
         """The concept runner for ``model_id`` (``"sam3"``), loading it (and evicting the LRU runner) if needed."""
         return self._get(concept_key(str(model_id)), str(model_id), self._concept_loader)
+
+    def get_everything(self, model_id: str) -> Sam2EverythingRunner:
+        """The automatic mask generator on the SAM2.1 image runner for ``model_id`` (loaded if needed)."""
+        from worker.runners.sam2_everything import Sam2EverythingRunner
+        from worker.runners.sam2_image import Sam2ImageRunner
+
+        runner = self.get(model_id)
+        if not isinstance(runner, Sam2ImageRunner):
+            raise ValueError(f"{model_id!r} is not a SAM2.1 model: everything runs on SAM2.1 only")
+        return Sam2EverythingRunner(runner, self.settings.everything_chunk_masks)
 
     def get_video(self, model_id: str) -> VideoTracker:
         """The video tracker for ``model_id``, loading it (and evicting the LRU runner) if needed."""

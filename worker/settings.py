@@ -56,6 +56,9 @@ class WorkerSettings(BaseSettings):
     """Largest video frame (width x height)."""
     max_track_objects: int = Field(default=64, ge=1)
     """Most objects one track job follows (seeded ones plus those re-seeding starts)."""
+    everything_chunk_masks: int = Field(default=8, ge=1, le=1024)
+    """An everything job upsamples, scores and encodes this many candidate masks at a time: its peak memory is about
+    this many float32 copies of the image (8 × 12 MP × 4 B ≈ 0.4 GB for a 4000×3000 image), however many masks."""
     track_chunk_frames: int = Field(default=100, ge=1)
     """A track job stores its results (and its tracker state) every this many frames..."""
     track_chunk_seconds: float = Field(default=30.0, gt=0)

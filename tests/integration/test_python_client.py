@@ -65,6 +65,24 @@ def test_segment_from_a_path_array_or_image_to_detections(client: Client, tmp_pa
         assert np.array_equal(arr(other.to_detections().mask), arr(detections.mask))
 
 
+def test_everything_to_detections(client: Client) -> None:
+    params: dict[str, Any] = {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0,
+        "stability_score_thresh": 0,
+        "box_nms_thresh": 1,
+        "max_masks": 6,
+    }
+    job = client.everything(png_bytes(scene(seed=34)), wait=60, **params).wait(timeout=120).raise_for_status()
+    detections = job.to_detections()
+    instances = job.result()["instances"]
+    assert len(detections) == len(instances) == 6
+    for i, instance in enumerate(instances):
+        assert np.array_equal(arr(detections.mask)[i], decoded(instance["rle"]))
+        assert arr(detections.confidence)[i] == pytest.approx(instance["predicted_iou"])
+    assert set(detections.data["class_name"]) == {"object"}
+
+
 def test_embed_then_segment_by_image_id_and_download(client: Client, tmp_path: Path) -> None:
     embedded = client.embed(png_bytes(scene(seed=32)), wait=60).wait(timeout=120).raise_for_status()
     image_id = embedded.summary["image_id"]

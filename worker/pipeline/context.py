@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from storage import S3Lister
 from tasks.batch_store import BatchStore
@@ -25,6 +25,11 @@ from worker.runners.image import Embedding, ImageRunner
 from worker.runners.video import VideoTracker
 from worker.settings import WorkerSettings
 
+if TYPE_CHECKING:  # sam2's import is the runner's to make, when a worker first runs an everything job
+    from worker.runners.sam2_everything import Sam2EverythingRunner
+
+PROGRESS_SECONDS = 1.0
+"""Least time between two progress updates of a long job (a track job's frames, an everything job's point batches)."""
 Checkpoint = Callable[[], None]
 """Raises ``JobCanceledError`` or ``LeaseLostError`` when the work must stop there (``worker.pipeline.lease``)."""
 Finish = Callable[[], JobResult]
@@ -74,6 +79,8 @@ class ModelSource(Protocol):
     def get_concept(self, model_id: str) -> ConceptRunner: ...
 
     def get_video(self, model_id: str) -> VideoTracker: ...
+
+    def get_everything(self, model_id: str) -> Sam2EverythingRunner: ...
 
     def input_size(self, model_id: str, concept: bool = False) -> int | None:
         """The image size a loaded runner (the concept runner: ``concept``) encodes at; None when it is not loaded.

@@ -1,4 +1,5 @@
-"""The jobs on one image: ``embed``, ``segment`` (visual prompts) and ``concept`` (phrases and exemplars).
+"""The jobs on one image: ``embed``, ``segment`` (visual prompts), ``concept`` (phrases and exemplars) and
+``everything`` (every mask, from a grid of points).
 
 Each obtains the image's embedding first: from this process's cache, else from the shared tier in object storage
 (written by any worker), else by fetching, decoding and encoding the image. A batch encodes a group of images
@@ -27,6 +28,7 @@ from tasks.errors import (
     SamqError,
     StorageUnavailableError,
 )
+from tasks.everything_specs import EverythingSpec
 from tasks.jobs import Job, JobResult
 from tasks.specs import (
     Base64Image,
@@ -44,9 +46,15 @@ from tasks.specs import (
     UrlImage,
 )
 from worker.images import decode_image
-from worker.pipeline.context import Checkpoint, Finish, Runtime
+from worker.pipeline.context import PROGRESS_SECONDS, Checkpoint, Finish, Runtime
 from worker.pipeline.objects import JobObjects
-from worker.pipeline.outputs import LOW_RES_LOGITS, write_concept_result, write_embed_result, write_segment_result
+from worker.pipeline.outputs import (
+    LOW_RES_LOGITS,
+    write_concept_result,
+    write_embed_result,
+    write_everything_result,
+    write_segment_result,
+)
 from worker.pipeline.overlap import media_key
 from worker.runners.concept import ConceptQuery, Sam3Embedding
 from worker.runners.image import Embedding, Encoder, ImageEmbedding, ImageRunner, VisualPrompt
@@ -156,6 +164,46 @@ def run_concept(job: Job, spec: ConceptSpec, rt: Runtime, checkpoint: Checkpoint
     return finish
 
 
+def run_everything(job: Job, spec: EverythingSpec, rt: Runtime, checkpoint: Checkpoint) -> Finish:
+    """Every mask of the image. The whole image's embedding comes from the cache segment jobs share; the crops of
+    ``crop_n_layers`` are encoded. Progress counts point batches; a cancel stops the job between two of them."""
+    from worker.runners.sam2_everything import GeneratorParams  # loaded with the runner, not with the pipeline
+
+    started = time.perf_counter()
+    generator = rt.models.get_everything(spec.model.value)
+    runner = generator.image_runner
+    got = _obtain(job, spec.image, spec.model.value, runner, _image_embedding(runner), rt, checkpoint)
+    ref = spec.image
+    assert not isinstance(ref, CachedImage)  # refused by the spec: the crops need the pixels
+    data = got.data if got.data is not None else _fetch(ref, job.tenant, rt)  # a memory hit read none
+    image = decode_image(data, rt.max_image_pixels)
+    reported = [0.0]
+
+    def between(done: int, total: int) -> None:
+        checkpoint()
+        if time.monotonic() - reported[0] >= PROGRESS_SECONDS or done == total:
+            rt.store.set_progress(job.id, job.attempts, done, total, "point_batches")
+            reported[0] = time.monotonic()
+
+    generate_started = time.perf_counter()
+    params = GeneratorParams(**spec.model_dump(include=set(GeneratorParams.__dataclass_fields__)))
+    found = generator.generate(image, params, got.embedding, between).best(spec.max_masks)
+    generate_ms = (time.perf_counter() - generate_started) * 1000
+    checkpoint()
+
+    def finish() -> JobResult:
+        result = write_everything_result(rt.objects, job, spec, found, got.image_id, got.source, image)
+        result.summary["timings"] = {
+            "encode_ms": round(got.encode_ms, 3),
+            "generate_ms": round(generate_ms, 3),
+            "model_ms": round(got.encode_ms + generate_ms, 3),
+            "total_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        return result
+
+    return finish
+
+
 def encoder_of(spec: SegmentTemplate | ConceptTemplate, rt: Runtime) -> Encoder[Embedding]:
     """The (loaded) runner that encodes the images of ``spec``'s kind of job (a template or a job's spec)."""
     if isinstance(spec, ConceptTemplate):
@@ -196,7 +244,9 @@ def read_ahead(job: Job, rt: Runtime) -> None:
     embedding (or for a job of another type). Called on the I/O threads, ahead of the job (``worker.pipeline.overlap``).
     """
     spec = job.spec
-    if not isinstance(spec, SegmentSpec | EmbedSpec | ConceptSpec) or isinstance(spec.image, CachedImage):
+    if not isinstance(spec, SegmentSpec | EmbedSpec | ConceptSpec | EverythingSpec) or isinstance(
+        spec.image, CachedImage
+    ):
         return
     image, tenant = spec.image, job.tenant
     concept = isinstance(spec, ConceptSpec)

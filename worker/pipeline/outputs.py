@@ -8,20 +8,24 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from tasks.everything_specs import EverythingSpec
 from tasks.jobs import Job, JobResult, ResultFile
 from tasks.names import MASK_LOGITS, RESULT_DOCUMENT
 from tasks.specs import ConceptSpec, MaskFormat, SegmentSpec
 from worker.annotate import Canvas
-from worker.encoders import encode_png, encode_polygons, encode_rle
+from worker.encoders import decode_rle, encode_png, encode_polygons, encode_rle
 from worker.pipeline.categories import DEFAULT_CATEGORY, CategoryTable, job_categories
 from worker.pipeline.objects import JobObjects, Writes
-from worker.results import InstanceMasks
+from worker.results import InstanceMasks, boxes_from_masks
 from worker.runners.concept import ConceptInstances
+
+if TYPE_CHECKING:  # sam2's import is the runner's to make, when a worker first runs an everything job
+    from worker.runners.sam2_everything import GeneratedMasks
 
 LOW_RES_LOGITS = "low_res_logits.npy"
 """Per-instance 256×256 mask logits, kept so that a later job can refine a mask (``mask_input``)."""
@@ -119,6 +123,43 @@ def write_concept_result(
         "image_id": image_id,
         "embedding": embedding_source,
     }
+    return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
+
+
+def write_everything_result(
+    objects: JobObjects,
+    job: Job,
+    spec: EverythingSpec,
+    found: GeneratedMasks,
+    image_id: str,
+    embedding_source: str,
+    image: npt.NDArray[np.uint8],
+) -> JobResult:
+    """Every mask in the generator's order; ``score`` is its predicted IoU. ``image``: the decoded RGB image (its
+    size, and ``annotated.png`` when asked for). Masks are decoded one at a time from the runner's RLE."""
+    categories = CategoryTable()
+    category_id = categories.add(None)
+    canvas, colour_by = Canvas(image) if spec.output.annotated else None, _colour_by(categories)
+    masks = (decode_rle(rle) for rle in found.rles)
+    lazy = (  # samq's boxes end one past the mask's last pixel (the generator's end on it): taken from each mask
+        (mask, boxes_from_masks(mask[None])[0], iou, category_id)
+        for mask, iou in zip(masks, found.predicted_iou, strict=True)
+    )
+    with objects.writes(job) as writes:
+        instances, files = _instances(writes, spec.output.formats, lazy, canvas, colour_by)
+        for i, instance in enumerate(instances):
+            x, y = found.point_coords[i].tolist()
+            cx0, cy0, cx1, cy1 = found.crop_boxes[i].tolist()
+            instance["predicted_iou"] = float(found.predicted_iou[i])
+            instance["stability_score"] = float(found.stability_score[i])
+            instance["point_coords"] = [[x, y]]
+            instance["crop_box"] = {"x0": cx0, "y0": cy0, "x1": cx1, "y1": cy1}
+        if canvas is not None:
+            boxes = np.array([[b["x0"], b["y0"], b["x1"], b["y1"]] for b in (i["bbox"] for i in instances)], np.float32)
+            files.append(_write_annotated(writes, canvas, instances, boxes.reshape(-1, 4), colour_by))
+        image_hw = (int(image.shape[0]), int(image.shape[1]))
+        files.append(_write_json(writes, _document(image_hw, image_id, categories, instances)))
+    summary = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
     return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
 
 

@@ -8,11 +8,12 @@ import logging
 
 from tasks.batch_specs import BatchSpec
 from tasks.errors import SamqError
+from tasks.everything_specs import EverythingSpec
 from tasks.jobs import Job
 from tasks.specs import ConceptSpec, SegmentSpec
 from tasks.track_specs import TrackSpec
 from worker.pipeline.context import Checkpoint, Finish, Runtime
-from worker.pipeline.images import run_concept, run_embed, run_segment
+from worker.pipeline.images import run_concept, run_embed, run_everything, run_segment
 from worker.pipeline.tracking import run_track, track_context
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ def run(job: Job, rt: Runtime, checkpoint: Checkpoint, keep_logits: bool = True)
         return run_segment(job, spec, rt, checkpoint, keep_logits=keep_logits)
     if isinstance(spec, ConceptSpec):
         return run_concept(job, spec, rt, checkpoint)
+    if isinstance(spec, EverythingSpec):
+        return run_everything(job, spec, rt, checkpoint)
     if isinstance(spec, TrackSpec):  # a track job streams its results as it goes: done when it returns
         result = run_track(job, spec, track_context(job, spec, rt), checkpoint)
         return lambda: result

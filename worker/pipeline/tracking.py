@@ -37,7 +37,7 @@ from tasks.jobs import Job, JobResult
 from tasks.specs import Box, Spec, first_problem
 from tasks.track_specs import TrackObject, TrackSpec
 from worker.encoders import decode_rle
-from worker.pipeline.context import Checkpoint, Runtime, TrackLimits
+from worker.pipeline.context import PROGRESS_SECONDS, Checkpoint, Runtime, TrackLimits
 from worker.pipeline.lease import JobCanceledError
 from worker.pipeline.track_results import TrackedObject, TrackResults
 from worker.preview import PreviewWriter
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 MATCH_IOU = 0.3
 """A detection re-seeds the live track whose box it overlaps by at least this IoU (else it starts a new track)."""
 MAX_DETECTIONS_PER_FRAME = 1000
-PROGRESS_SECONDS = 1.0
 
 
 class DetectionBox(Box):

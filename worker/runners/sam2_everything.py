@@ -86,6 +86,20 @@ class GeneratedMasks:
     crop_boxes: npt.NDArray[np.int64]
     """(N, 4) XYXY of the crop each mask was found in."""
 
+    def best(self, limit: int | None) -> GeneratedMasks:
+        """The ``limit`` masks of highest predicted IoU (ties: the earlier), in the generator's order; all if None."""
+        if limit is None or len(self.rles) <= limit:
+            return self
+        keep = np.sort(np.argsort(-self.predicted_iou, kind="stable")[:limit])
+        return GeneratedMasks(
+            rles=[self.rles[i] for i in keep.tolist()],
+            boxes=self.boxes[keep],
+            predicted_iou=self.predicted_iou[keep],
+            stability_score=self.stability_score[keep],
+            point_coords=self.point_coords[keep],
+            crop_boxes=self.crop_boxes[keep],
+        )
+
 
 class Sam2EverythingRunner:
     """Segment everything with the model of a loaded :class:`Sam2ImageRunner` (one model in memory for both)."""

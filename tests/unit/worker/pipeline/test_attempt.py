@@ -25,6 +25,7 @@ from worker.pipeline.overlap import ReadAhead, WriteBehind
 from worker.results import InstanceMasks
 from worker.runners.concept import ConceptRunner
 from worker.runners.image import ImageEmbedding, ImageRunner, VisualPrompt
+from worker.runners.sam2_everything import Sam2EverythingRunner
 from worker.runners.video import VideoTracker
 from worker.settings import WorkerSettings
 
@@ -137,6 +138,9 @@ class FakeModels:
 
     def get_video(self, model_id: str) -> VideoTracker:
         raise AssertionError("no track job here")
+
+    def get_everything(self, model_id: str) -> Sam2EverythingRunner:
+        raise AssertionError("no everything job here")
 
     def input_size(self, model_id: str, concept: bool = False) -> int | None:
         return None

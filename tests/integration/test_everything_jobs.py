@@ -1,0 +1,120 @@
+"""``everything`` jobs through the API and a real worker, against Meta's SAM2AutomaticMaskGenerator called directly
+(seeded random weights, the stack's shrunk input)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from samq import ApiError
+from tests.support.images import png_bytes, scene
+from tests.support.sam2_reference import reference_everything
+from tests.support.stack import Stack
+
+# Random weights predict low IoUs and near-zero logits (unstable masks): the generator's own thresholds keep
+# nothing. These keep every candidate (an NMS threshold of 1 drops none).
+KEEP_ALL: dict[str, Any] = {
+    "points_per_side": 8,
+    "points_per_batch": 16,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 1.0,
+}
+
+
+def everything(upload: str, **params: Any) -> dict[str, Any]:
+    return {"type": "everything", "image": {"upload": upload}, **params}
+
+
+def test_an_everything_job_is_the_generator_called_directly_and_shares_the_segment_embedding(
+    local_stack: Stack,
+) -> None:
+    client = local_stack.client
+    image = scene(seed=31)  # an image no other test encodes
+    upload = client.upload(png_bytes(image), "image/png")["id"]
+    segment = client.submit({"type": "segment", "image": {"upload": upload}}, wait=60)
+    assert segment["status"] == "succeeded", segment["error"]
+
+    job = client.submit(everything(upload, **KEEP_ALL, output={"formats": ["rle", "polygon"]}), wait=120)
+    assert job["status"] == "succeeded", job["error"]
+    summary = job["result"]["summary"]
+    assert summary["embedding"] == "memory", "the segment job's embedding serves it"
+    assert job["progress"] == {"done": 4, "total": 4, "unit": "point_batches"}  # 64 points, 16 a batch
+    instances = client.result(job["id"])["instances"]
+
+    expected = reference_everything(image, KEEP_ALL)
+    assert len(instances) == len(expected) == summary["instances"] >= 100
+    for i, (instance, ann) in enumerate(zip(instances, expected, strict=True)):
+        assert instance["index"] == i
+        assert instance["rle"] == ann["segmentation"], f"mask {i}"
+        assert instance["area"] == ann["area"]
+        x, y, w, h = ann["bbox"]  # the generator's box ends on the mask's last pixel, samq's one past it
+        assert instance["bbox"] == ({"x0": x, "y0": y, "x1": x + w + 1, "y1": y + h + 1} if ann["area"] else
+                                    {"x0": 0.0, "y0": 0.0, "x1": 0.0, "y1": 0.0})  # fmt: skip
+        assert instance["score"] == instance["predicted_iou"] == ann["predicted_iou"]
+        assert instance["stability_score"] == ann["stability_score"]
+        assert instance["point_coords"] == ann["point_coords"]
+        cx, cy, cw, ch = ann["crop_box"]
+        assert instance["crop_box"] == {"x0": cx, "y0": cy, "x1": cx + cw, "y1": cy + ch}
+        assert instance["polygon"] or not ann["area"]
+
+    best = client.submit(everything(upload, **KEEP_ALL, max_masks=5), wait=120)
+    assert best["status"] == "succeeded", best["error"]
+    kept = client.result(best["id"])["instances"]
+    top = sorted(range(len(expected)), key=lambda i: -expected[i]["predicted_iou"])[:5]
+    assert [k["rle"] for k in kept] == [expected[i]["segmentation"] for i in sorted(top)]  # the generator's order
+
+
+def test_an_image_with_no_mask_succeeds_with_zero_instances(local_stack: Stack) -> None:
+    """At the generator's defaults random weights keep nothing; with crop layers the library itself would fail."""
+    client = local_stack.client
+    upload = client.upload(png_bytes(scene(seed=32)), "image/png")["id"]
+    for params in ({"points_per_side": 4}, {"points_per_side": 4, "crop_n_layers": 1, "output": {"annotated": True}}):
+        job = client.submit(everything(upload, **params), wait=120)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["result"]["summary"]["instances"] == 0
+        assert client.result(job["id"])["instances"] == []
+
+
+def test_cancel_stops_between_point_batches(local_stack: Stack) -> None:
+    client = local_stack.client
+    upload = client.upload(png_bytes(scene(seed=33)), "image/png")["id"]
+    job = client.submit(everything(upload, points_per_side=32, points_per_batch=1))  # 1024 batches
+    deadline = time.monotonic() + 120
+    while client.get(job["id"])["progress"]["done"] < 2:
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+    client.cancel(job["id"])
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "canceled"
+    assert 2 <= done["progress"]["done"] < done["progress"]["total"] == 1024
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"points_per_side": 0}, "points_per_side"),
+        ({"points_per_side": 100_000}, "points_per_side"),
+        ({"points_per_batch": 0}, "points_per_batch"),
+        ({"pred_iou_thresh": 1.5}, "pred_iou_thresh"),
+        ({"stability_score_thresh": -0.1}, "stability_score_thresh"),
+        ({"box_nms_thresh": 2}, "box_nms_thresh"),
+        ({"crop_n_layers": 9}, "crop_n_layers"),
+        ({"crop_n_layers": 3, "points_per_side": 128}, "crop_n_layers"),  # 1.4 million point prompts
+        ({"crop_overlap_ratio": 1}, "crop_overlap_ratio"),
+        ({"min_mask_region_area": -1}, "min_mask_region_area"),
+        ({"max_masks": 0}, "max_masks"),
+        ({"points_per_grid": 8}, "points_per_grid"),  # unknown
+        ({"model": "sam3"}, "model"),
+        ({"output": {"formats": ["logits"]}}, "output"),
+        ({"image": {"image_id": "0" * 64}}, "image"),
+    ],
+)
+def test_bad_parameters_are_422_naming_the_field(local_stack: Stack, params: dict[str, Any], field: str) -> None:
+    body = {**everything("upl_0"), **params}
+    with pytest.raises(ApiError) as caught:
+        local_stack.client.submit(body)
+    assert caught.value.status == 422, caught.value.body
+    assert field in [d["field"] for d in caught.value.body["error"]["details"]], caught.value.body
