@@ -1,4 +1,5 @@
-"""The ``batch`` job spec: one segment, concept or track template over many inputs, and the job each item runs."""
+"""The ``batch`` job spec: one segment, concept, everything or track template over many inputs, and the job each item
+runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, model_validator
 
+from tasks.everything_specs import EverythingSpec, EverythingTemplate
 from tasks.specs import (
     MAX_PROMPTS_PER_JOB,
     ConceptPrompt,
@@ -86,13 +88,15 @@ class ManifestInputs(Spec):
     manifest: Annotated[MediaRef, Field(description="JSONL, one item (as in inputs.items) per line.")]
 
 
-Template = Annotated[SegmentTemplate | ConceptTemplate | TrackTemplate, Field(discriminator="type")]
-ItemSpec = Annotated[SegmentSpec | ConceptSpec | TrackSpec, Field(discriminator="type")]
-_ITEM_SPEC: TypeAdapter[SegmentSpec | ConceptSpec | TrackSpec] = TypeAdapter(ItemSpec)
+Template = Annotated[
+    SegmentTemplate | ConceptTemplate | EverythingTemplate | TrackTemplate, Field(discriminator="type")
+]
+ItemSpec = Annotated[SegmentSpec | ConceptSpec | EverythingSpec | TrackSpec, Field(discriminator="type")]
+_ITEM_SPEC: TypeAdapter[SegmentSpec | ConceptSpec | EverythingSpec | TrackSpec] = TypeAdapter(ItemSpec)
 
 
 class BatchSpec(JobFields):
-    """One segment, concept or track template applied to many inputs; items run on the ``bulk`` queue."""
+    """One segment, concept, everything or track template applied to many inputs; items run on the ``bulk`` queue."""
 
     type: Literal["batch"]
     template: Template
@@ -110,15 +114,15 @@ class BatchSpec(JobFields):
     @model_validator(mode="after")
     def _consistent(self) -> BatchSpec:
         if self.export and self.template.type == "track":
-            raise ValueError("export coco needs a segment or concept template (track results are per video)")
+            raise ValueError("export coco needs an image template (track results are per video)")
         if self.export and "rle" not in self.template.output.formats:
             raise ValueError("export coco needs rle masks: keep 'rle' in template.output.formats")
         return self
 
 
 def item_spec(
-    template: SegmentTemplate | ConceptTemplate | TrackTemplate, item: BatchItem
-) -> SegmentSpec | ConceptSpec | TrackSpec:
+    template: SegmentTemplate | ConceptTemplate | EverythingTemplate | TrackTemplate, item: BatchItem
+) -> SegmentSpec | ConceptSpec | EverythingSpec | TrackSpec:
     """The job one item runs: the template, the item's media, and what the item overrides. Raises pydantic's
     ValidationError (e.g. no prompts anywhere, or track objects given to an image template)."""
     media = "video" if template.type == "track" else "image"

@@ -1,17 +1,23 @@
 """``everything`` jobs through the API and a real worker, against Meta's SAM2AutomaticMaskGenerator called directly
-(seeded random weights, the stack's shrunk input)."""
+(seeded random weights, the stack's shrunk input); batches of them, pre-labelling a dataset into one COCO file."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pycocotools.coco import COCO
 
 from samq import ApiError
+from tests.integration.test_batch_jobs import batch_store, bulk_stack, image, upload_all, wait_until
 from tests.support.images import png_bytes, scene
+from tests.support.results import download, files_of
 from tests.support.sam2_reference import reference_everything
 from tests.support.stack import Stack
+
+__all__ = ["bulk_stack"]  # a fixture of the batch tests, used here too
 
 # Random weights predict low IoUs and near-zero logits (unstable masks): the generator's own thresholds keep
 # nothing. These keep every candidate (an NMS threshold of 1 drops none).
@@ -118,3 +124,51 @@ def test_bad_parameters_are_422_naming_the_field(local_stack: Stack, params: dic
         local_stack.client.submit(body)
     assert caught.value.status == 422, caught.value.body
     assert field in [d["field"] for d in caught.value.body["error"]["details"]], caught.value.body
+
+
+def everything_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
+    template = {"type": "everything", "points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0}
+    return {"type": "batch", "template": template | {"max_masks": 3}, "inputs": {"items": items}, "export": ["coco"]}
+
+
+def assert_prelabelled(coco_bytes: bytes, items: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Every item once, in order, with at least one mask of its image's size and area."""
+    path = tmp_path / "coco.json"
+    path.write_bytes(coco_bytes)
+    coco = COCO(str(path))
+    assert [coco.imgs[i]["file_name"] for i in sorted(coco.imgs)] == [item["name"] for item in items]
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["object"]
+    assert all(1 <= len(coco.getAnnIds(imgIds=[i])) <= 3 for i in coco.imgs)
+    for ann in coco.anns.values():
+        img = coco.imgs[ann["image_id"]]
+        mask = coco.annToMask(ann)
+        assert mask.shape == (img["height"], img["width"])
+        assert ann["area"] == float(mask.sum())
+
+
+def test_a_batch_prelabels_60_images_into_one_coco_json(local_stack: Stack, tmp_path: Path) -> None:
+    client = local_stack.client
+    uploads = upload_all(client, [image(i) for i in range(60)])
+    items = [{"upload": u, "name": f"img/{i:02d}.png"} for i, u in enumerate(uploads)]
+    done = client.wait(client.submit(everything_batch(items))["id"], timeout=600, interval=0.5)
+    assert done["status"] == "succeeded", done["error"]
+    assert (done["result"]["summary"]["succeeded"], done["result"]["summary"]["failed"]) == (60, 0)
+    assert_prelabelled(download(files_of(done)["coco.json"]), items, tmp_path)
+
+
+def test_kill_9_mid_batch_still_prelabels_every_image_once(bulk_stack: Stack, tmp_path: Path) -> None:
+    client = bulk_stack.client
+    first = bulk_stack.start_worker("bulk,io", {"SAMQ_BATCH_SHARD_SIZE": "4"})
+    uploads = upload_all(client, [image(i) for i in range(60)])
+    items = [{"upload": u, "name": f"{i:02d}.png"} for i, u in enumerate(uploads)]
+    job_id = client.submit(everything_batch(items))["id"]
+    store = batch_store(bulk_stack)
+    wait_until(lambda: (s := store.state(job_id)) is not None and s.done >= 12, 300, "a dozen items")
+    bulk_stack.kill_worker(first)
+    assert 0 < store.expect(job_id).done < 60
+    bulk_stack.start_worker("bulk,io", {"SAMQ_BATCH_SHARD_SIZE": "4"})
+
+    done = client.wait(job_id, timeout=600, interval=0.2)
+    assert done["status"] == "succeeded", done["error"]
+    assert (done["result"]["summary"]["succeeded"], done["result"]["summary"]["failed"]) == (60, 0)
+    assert_prelabelled(download(files_of(done)["coco.json"]), items, tmp_path)

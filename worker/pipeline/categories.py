@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tasks.batch_specs import BatchItem
+from tasks.everything_specs import EverythingTemplate
 from tasks.specs import ConceptPrompt, ConceptTemplate, Prompt, SegmentTemplate
 
 DEFAULT_CATEGORY = "object"
@@ -77,9 +78,13 @@ def job_categories(spec: Template) -> CategoryTable:
     return table
 
 
-def batch_categories(template: Template, items: Iterable[BatchItem]) -> CategoryTable:
-    """The table of a batch: the template's prompts (if any), then each item's, in order."""
+def batch_categories(template: Template | EverythingTemplate, items: Iterable[BatchItem]) -> CategoryTable:
+    """The table of a batch: the template's prompts (if any), then each item's, in order; an everything batch's
+    one category (every mask is an ``object``)."""
     table = CategoryTable()
+    if isinstance(template, EverythingTemplate):
+        table.add(None)
+        return table
     if template.prompts:
         table.add_prompts(template, template.prompts)
     for item in items:

@@ -28,7 +28,7 @@ from tasks.errors import (
     SamqError,
     StorageUnavailableError,
 )
-from tasks.everything_specs import EverythingSpec
+from tasks.everything_specs import EverythingSpec, EverythingTemplate
 from tasks.jobs import Job, JobResult
 from tasks.specs import (
     Base64Image,
@@ -204,7 +204,7 @@ def run_everything(job: Job, spec: EverythingSpec, rt: Runtime, checkpoint: Chec
     return finish
 
 
-def encoder_of(spec: SegmentTemplate | ConceptTemplate, rt: Runtime) -> Encoder[Embedding]:
+def encoder_of(spec: SegmentTemplate | ConceptTemplate | EverythingTemplate, rt: Runtime) -> Encoder[Embedding]:
     """The (loaded) runner that encodes the images of ``spec``'s kind of job (a template or a job's spec)."""
     if isinstance(spec, ConceptTemplate):
         return rt.models.get_concept(spec.model.value)
@@ -212,7 +212,11 @@ def encoder_of(spec: SegmentTemplate | ConceptTemplate, rt: Runtime) -> Encoder[
 
 
 def encode_together(
-    job: Job, spec: SegmentTemplate | ConceptTemplate, media: Sequence[MediaRef], rt: Runtime, checkpoint: Checkpoint
+    job: Job,
+    spec: SegmentTemplate | ConceptTemplate | EverythingTemplate,
+    media: Sequence[MediaRef],
+    rt: Runtime,
+    checkpoint: Checkpoint,
 ) -> None:
     """Fetch, decode and encode images of ``spec``'s kind in one encoder call, into the embedding cache, where each
     item's own run finds them; their bytes are kept in ``rt.ahead`` for the items' own runs. Any error here is left

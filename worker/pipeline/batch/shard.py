@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from tasks.batch_specs import BatchItem, BatchSpec, item_spec
 from tasks.batch_store import ItemError, ItemFile, ItemRecord
 from tasks.errors import InvalidItemError, SamqError, TransientError, WorkerLostError
+from tasks.everything_specs import EverythingSpec
 from tasks.jobs import Job, JobStatus
 from tasks.specs import ConceptSpec, SegmentSpec, first_problem
 from tasks.track_specs import TrackSpec
@@ -24,7 +25,7 @@ from worker.pipeline.run import job_error, run
 
 log = logging.getLogger(__name__)
 
-ItemSpec = SegmentSpec | ConceptSpec | TrackSpec
+ItemSpec = SegmentSpec | ConceptSpec | EverythingSpec | TrackSpec
 GPU_ENCODE_BATCH = 8
 
 
