@@ -19,6 +19,7 @@ import bench
 from bench.bulk import BULK_N, BULK_REPEATS, BulkOptions, measure_bulk
 from bench.concept import ConceptOptions, measure_concept
 from bench.concept_memory import MEMORY_H, MEMORY_W, MemoryTest
+from bench.everything import EverythingOptions, measure_everything
 from bench.jobs import PHRASES
 from bench.report import hardware, print_title
 from bench.roboflow import RoboflowOptions, measure_roboflow
@@ -30,7 +31,7 @@ from bench.video_child import VideoRun, video_child
 from tasks.batch_specs import MAX_BATCH_ITEMS_INLINE
 from tasks.names import Queue
 
-SECTIONS = ("segment", "concept", "video", "bulk", "roboflow", "storage")
+SECTIONS = ("segment", "concept", "video", "bulk", "roboflow", "storage", "everything")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Plan:
     bulk: BulkOptions | None
     roboflow: RoboflowOptions | None
     storage: StorageOptions | None
+    everything: EverythingOptions | None
     json: Path | None
     keep: bool
 
@@ -61,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
         choices=SECTIONS,
         default=None,
         help="run one section: segment ((a) and (b)), concept (SAM3), video (SAM2 tracking), bulk (batch vs jobs), "
-        "roboflow (compat calls: overhead and 64 at once) or storage (throughput with S3 behind a latency proxy)",
+        "roboflow (compat calls: overhead and 64 at once), storage (throughput with S3 behind a latency proxy) or "
+        "everything (segment everything: time next to Meta's generator, memory on a 4000x3000 image)",
     )
     add("--concept-repeats", type=int, default=5, help="fresh images per phrase count in the concept timings")
     add(
@@ -114,6 +117,17 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="round trips a new storage connection costs before its first request (default 1: TCP; TLS adds 1-2)",
+    )
+    add(
+        "--everything-image-size", type=int, default=256, help="SAM2 input size in the everything section (default 256)"
+    )
+    add("--everything-repeats", type=int, default=3, help="timed jobs and direct calls per row (default 3)")
+    add(
+        "--everything-iou",
+        type=float,
+        default=0.537,
+        help="pred_iou_thresh of the memory pair that reaches the upsampling (default 0.537; random weights predict "
+        "IoUs of 0.47-0.54 at 256 px, a few percent of them above 0.537)",
     )
     add("--video-child", default=None, help=argparse.SUPPRESS)  # internal: one measured process
     return parser
@@ -175,6 +189,9 @@ def plan(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> Plan:
         )
         if "storage" in chosen
         else None,
+        everything=EverythingOptions(args.everything_image_size, args.everything_repeats, args.everything_iou)
+        if "everything" in chosen
+        else None,
         json=args.json,
         keep=args.keep,
     )
@@ -203,12 +220,15 @@ def run(plan: Plan, workdir: Path) -> None:
             steps.append(("concept", partial(measure_concept, plan.concept, stack, hw)))
         if plan.roboflow is not None and stack is not None:
             steps.append(("roboflow", partial(measure_roboflow, plan.roboflow, stack, hw)))
-        if plan.video is not None:
-            steps.append(("video", partial(measure_video, plan.video, workdir / "video", hw)))
-        if plan.bulk is not None:
-            steps.append(("bulk", partial(measure_bulk, plan.bulk, workdir / "bulk", hw)))
-        if plan.storage is not None:
-            steps.append(("storage", partial(measure_storage, plan.storage, workdir / "storage", hw)))
+        on_their_own: list[tuple[str, Any, Callable[..., dict[str, Any]]]] = [  # sections with stacks of their own
+            ("video", plan.video, measure_video),
+            ("bulk", plan.bulk, measure_bulk),
+            ("storage", plan.storage, measure_storage),
+            ("everything", plan.everything, measure_everything),
+        ]
+        for name, options, measure_section in on_their_own:
+            if options is not None:
+                steps.append((name, partial(measure_section, options, workdir / name, hw)))
         for index, (name, measure) in enumerate(steps):
             if index or plan.segment is not None:
                 print()
@@ -240,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"bench: {type(e).__name__}: {e}", file=sys.stderr)
         print(log_tail(workdir / "logs"), file=sys.stderr)
-        for section in ("bulk", "storage"):
+        for section in ("bulk", "storage", "everything"):
             if getattr(chosen, section) is not None:
                 print(log_tail(workdir / section / "logs"), file=sys.stderr)
         return 1

@@ -159,7 +159,12 @@ def write_everything_result(
             files.append(_write_annotated(writes, canvas, instances, boxes.reshape(-1, 4), colour_by))
         image_hw = (int(image.shape[0]), int(image.shape[1]))
         files.append(_write_json(writes, _document(image_hw, image_id, categories, instances)))
-    summary = {"instances": len(instances), "image_id": image_id, "embedding": embedding_source}
+    summary = {
+        "instances": len(instances),
+        "candidates_upsampled": found.upsampled,
+        "image_id": image_id,
+        "embedding": embedding_source,
+    }
     return JobResult(files=files, summary=summary, document=RESULT_DOCUMENT)
 
 

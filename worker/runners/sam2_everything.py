@@ -85,6 +85,8 @@ class GeneratedMasks:
     """(N, 2) the point prompt each mask came from, in image pixels."""
     crop_boxes: npt.NDArray[np.int64]
     """(N, 4) XYXY of the crop each mask was found in."""
+    upsampled: int = 0
+    """Candidates that passed the predicted-IoU filter and were upsampled to full size (the costly part)."""
 
     def best(self, limit: int | None) -> GeneratedMasks:
         """The ``limit`` masks of highest predicted IoU (ties: the earlier), in the generator's order; all if None."""
@@ -98,6 +100,7 @@ class GeneratedMasks:
             stability_score=self.stability_score[keep],
             point_coords=self.point_coords[keep],
             crop_boxes=self.crop_boxes[keep],
+            upsampled=self.upsampled,
         )
 
 
@@ -137,6 +140,7 @@ class Sam2EverythingRunner:
             stability_score=np.asarray(data["stability_score"], dtype=np.float32),
             point_coords=np.asarray(data["points"], dtype=np.float32).reshape(-1, 2),
             crop_boxes=np.asarray(data["crop_boxes"], dtype=np.int64).reshape(-1, 4),
+            upsampled=generator.upsampled,
         )
 
 
@@ -201,6 +205,7 @@ class _Generator(SAM2AutomaticMaskGenerator):  # type: ignore[misc]  # sam2 has 
         super().__init__(runner._predictor.model, **asdict(params), output_mode="coco_rle")
         self.predictor = _Predictor(runner, embedding, params.min_mask_region_area)
         self._chunk, self._batch_done = chunk, batch_done
+        self.upsampled = 0
 
     def _process_crop(
         self, image: np.ndarray, crop_box: list[int], crop_layer_idx: int, orig_size: tuple[int, ...]
@@ -269,6 +274,7 @@ class _Generator(SAM2AutomaticMaskGenerator):  # type: ignore[misc]  # sam2 has 
         filter, threshold, boxes, the crop-edge filter, uncrop, RLE. Replaces ``low`` by ``stability_score``,
         ``boxes`` and ``rles``."""
         orig_h, orig_w = orig_size
+        self.upsampled += len(data["low"])
         stability, stable, boxes, rles, near_edge = [], [], [], [], []
         for low in _chunks(data["low"], self._chunk):
             masks = F.interpolate(low[:, None], tuple(im_size), mode="bilinear", align_corners=False)[:, 0]
