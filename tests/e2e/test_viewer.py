@@ -174,6 +174,24 @@ def test_a_job_that_kept_only_polygons_is_drawn_from_them(pages_stack: Stack, cl
     assert mask.any() and (drawn & mask).sum() / (drawn | mask).sum() > 0.9
 
 
+def test_an_everything_jobs_masks_are_drawn_with_one_legend_row_each(
+    pages_stack: Stack, client: Api, browser: WebDriver
+) -> None:
+    upload = client.upload(png_bytes(scene(seed=35)), "image/png")
+    params = {"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1}
+    job = client.submit({"type": "everything", "image": {"upload": upload}, **params, "max_masks": 3})
+    assert job["status"] == "succeeded", job
+    masks = [decode(instance["rle"]) for instance in client.get(f"/v1/jobs/{job['id']}/result")["instances"]]
+    assert len(masks) == 3
+
+    open_view(browser, pages_stack, job["view"])
+    ready(browser, "#view", "ready", "image")
+    assert list(legend_colours(browser)) == ["0", "1", "2"]
+    drawn = canvas_pixels(browser, masks_canvas(browser))[..., 3] > 0
+    union = np.logical_or.reduce(masks)
+    assert union.any() and (drawn == union).all()
+
+
 WIDTH, HEIGHT = 128, 96
 SHAPES = [
     Shape(colour=(220, 40, 40), size=(30, 24), start=(8, 10), velocity=(2.0, 1.0), label="red box"),

@@ -66,8 +66,9 @@ def test_an_everything_job_is_the_generator_called_directly_and_shares_the_segme
         assert instance["crop_box"] == {"x0": cx, "y0": cy, "x1": cx + cw, "y1": cy + ch}
         assert instance["polygon"] or not ann["area"]
 
-    best = client.submit(everything(upload, **KEEP_ALL, max_masks=5), wait=120)
+    best = client.submit(everything(upload, **KEEP_ALL, max_masks=5, output={"annotated": True}), wait=120)
     assert best["status"] == "succeeded", best["error"]
+    assert {f["name"] for f in best["result"]["files"]} == {"result.json", "annotated.png"}
     kept = client.result(best["id"])["instances"]
     top = sorted(range(len(expected)), key=lambda i: -expected[i]["predicted_iou"])[:5]
     assert [k["rle"] for k in kept] == [expected[i]["segmentation"] for i in sorted(top)]  # the generator's order
