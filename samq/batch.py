@@ -64,9 +64,14 @@ def media_files(root: Path, video: bool) -> tuple[list[Path], bool]:
 
 
 def batch_template(args: argparse.Namespace, video: bool) -> dict[str, Any]:
-    """The job each item runs, from --text (concepts) or --box/--point (visual prompts), for images or videos."""
+    """The job each item runs, from --text (concepts), --box/--point (visual prompts) or --everything (every mask, no
+    prompt), for images or videos."""
+    if args.everything:
+        if args.text or args.box or args.point or video:
+            raise UsageError("batch: --everything takes images and no prompt (no --text, --box, --point or videos)")
+        return {"type": "everything", "model": args.model or "sam2.1_hiera_tiny"}
     if bool(args.text) == bool(args.box or args.point):
-        raise UsageError("batch: give --text PHRASE or --box/--point (not both)")
+        raise UsageError("batch: give --text PHRASE, --box/--point or --everything (one of them)")
     if args.threshold is not None and (video or not args.text):
         raise UsageError("batch: --threshold applies to --text on images")
     if args.text and video:

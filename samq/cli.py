@@ -115,6 +115,11 @@ def _batch_command(commands: Commands) -> None:
     )
     geometry_args(batch)
     batch.add_argument(
+        "--everything",
+        action="store_true",
+        help="every object mask of each image, no prompt (pre-labelling; SAM2's automatic mask generator)",
+    )
+    batch.add_argument(
         "--model", help="default sam3 with --text, else sam2.1_hiera_tiny (images) or sam2.1_hiera_small (videos)"
     )
     batch.add_argument(

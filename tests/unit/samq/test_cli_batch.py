@@ -133,11 +133,20 @@ def test_text_on_videos_tracks_the_concepts_with_sam3() -> None:
     assert template == {"type": "track", "model": "sam3", "concepts": ["red car", "dog"]}
 
 
+def test_everything_on_images_prelabels_every_mask_exporting_coco() -> None:
+    a = args("imgs", "--everything")
+    template = batch_template(a, video=False)
+    assert template == {"type": "everything", "model": "sam2.1_hiera_tiny"}
+    assert batch_job(a, template, {"manifest": {"upload": "upl_1"}})["export"] == ["coco"]
+
+
 @pytest.mark.parametrize(
     ("argv", "video", "message"),
     [
         ((), False, "give --text"),
-        (("--text", "car", "--box", "1,2,3,4"), False, "not both"),
+        (("--text", "car", "--box", "1,2,3,4"), False, "one of them"),
+        (("--everything", "--text", "car"), False, "--everything takes images and no prompt"),
+        (("--everything",), True, "--everything takes images"),
         (("--box", "1,2,3,4", "--threshold", "0.3"), False, "--threshold"),
         (("--text", "car", "--threshold", "0.3"), True, "--threshold"),
         (
