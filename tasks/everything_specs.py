@@ -10,7 +10,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from tasks.specs import CachedImage, ImageModel, ImageRef, JobFields, ModelId, OutputOptions, _check_drawable
+from tasks.specs import (
+    CachedImage,
+    ImageModel,
+    ImageRef,
+    JobFields,
+    ModelId,
+    OutputOptions,
+    check_drawable,
+    without_logits,
+)
 
 MAX_POINTS_PER_SIDE = 128
 MAX_POINTS_PER_BATCH = 256
@@ -62,9 +71,7 @@ class EverythingTemplate(ImageModel):
     @field_validator("output")
     @classmethod
     def _no_logits(cls, output: OutputOptions) -> OutputOptions:
-        if "logits" in output.formats:
-            raise ValueError("logits are written for segment jobs only; use rle, polygon or png")
-        return output
+        return without_logits(output)
 
     @field_validator("crop_n_layers")
     @classmethod
@@ -95,5 +102,5 @@ class EverythingSpec(EverythingTemplate, JobFields):
 
     @model_validator(mode="after")
     def _drawable(self) -> EverythingSpec:
-        _check_drawable(self.image, self.output)
+        check_drawable(self.image, self.output)
         return self

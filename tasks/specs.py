@@ -241,7 +241,7 @@ class SegmentSpec(SegmentTemplate, JobFields):
 
     @model_validator(mode="after")
     def _drawable(self) -> SegmentSpec:
-        _check_drawable(self.image, self.output)
+        check_drawable(self.image, self.output)
         return self
 
 
@@ -305,9 +305,7 @@ class ConceptTemplate(Spec):
     @field_validator("output")
     @classmethod
     def _no_logits(cls, output: OutputOptions) -> OutputOptions:
-        if "logits" in output.formats:
-            raise ValueError("logits are written for segment jobs only; use rle, polygon or png")
-        return output
+        return without_logits(output)
 
 
 class ConceptSpec(ConceptTemplate, JobFields):
@@ -318,11 +316,18 @@ class ConceptSpec(ConceptTemplate, JobFields):
 
     @model_validator(mode="after")
     def _drawable(self) -> ConceptSpec:
-        _check_drawable(self.image, self.output)
+        check_drawable(self.image, self.output)
         return self
 
 
-def _check_drawable(image: ImageRef, output: OutputOptions) -> None:
+def without_logits(output: OutputOptions) -> OutputOptions:
+    """The output options of a job other than segment: the logits format is a segment job's only."""
+    if "logits" in output.formats:
+        raise ValueError("logits are written for segment jobs only; use rle, polygon or png")
+    return output
+
+
+def check_drawable(image: ImageRef, output: OutputOptions) -> None:
     if output.annotated and isinstance(image, CachedImage):
         raise ValueError("output.annotated draws on the image itself: send the image, not an image_id")
 
