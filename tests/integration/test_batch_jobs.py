@@ -197,7 +197,11 @@ def test_kill_9_mid_batch_and_a_lost_finalizer_still_finish_with_every_item_once
     # A finalizer that claimed the batch and died: its claim stays until its lease lapses (below, by hand).
     store._redis.set(final_key, "ghost")
 
-    wait_until(lambda: (s := store.state(job_id)) is not None and s.done >= 12, 300, "a dozen items")
+    def mid_shard() -> bool:  # a shard claimed (its lease tells the others when the worker dies), not between two
+        state = store.state(job_id)
+        return state is not None and state.done >= 12 and state.done % 4 != 0
+
+    wait_until(mid_shard, 300, "a dozen items, in the middle of a shard")
     killed_at = store.expect(job_id).done
     bulk_stack.kill_worker(first)
     assert 0 < killed_at < 60

@@ -164,7 +164,15 @@ def test_kill_9_mid_batch_still_prelabels_every_image_once(bulk_stack: Stack, tm
     items = [{"upload": u, "name": f"{i:02d}.png"} for i, u in enumerate(uploads)]
     job_id = client.submit(everything_batch(items))["id"]
     store = batch_store(bulk_stack)
-    wait_until(lambda: (s := store.state(job_id)) is not None and s.done >= 12, 300, "a dozen items")
+
+    def mid_shard() -> bool:
+        """Items of a shard recorded and more to come: the shard is claimed (its lease tells the others when the
+        worker dies). Killed between two shards, the next shard's message can be in the dead worker's hands
+        before it claims it: that waits for the broker's visibility timeout (see the closing note of issue 18)."""
+        state = store.state(job_id)
+        return state is not None and state.done >= 12 and state.done % 4 != 0
+
+    wait_until(mid_shard, 300, "a dozen items, in the middle of a shard")
     bulk_stack.kill_worker(first)
     assert 0 < store.expect(job_id).done < 60
     bulk_stack.start_worker("bulk,io", {"SAMQ_BATCH_SHARD_SIZE": "4"})
