@@ -143,6 +143,19 @@ class ConceptInstance(_Instance):
     prompt_index: Annotated[int, Field(ge=0)]
 
 
+class EverythingInstance(_Instance):
+    """One mask an everything job found, in the generator's order; ``score`` is its ``predicted_iou``."""
+
+    predicted_iou: float
+    """The model's own estimate of the mask's quality (the generator's ``pred_iou_thresh`` filters on it)."""
+    stability_score: float
+    """IoU of the mask cut at ±``stability_score_offset`` (the generator's ``stability_score_thresh`` filters on it)."""
+    point_coords: list[tuple[float, float]]
+    """The point prompt it came from, ``[[x, y]]`` in image pixels."""
+    crop_box: ResultBox
+    """The crop it was found in (the whole image unless ``crop_n_layers``)."""
+
+
 class SegmentResult(Document):
     """A segment job's ``result.json``."""
 
@@ -157,6 +170,14 @@ class ConceptResult(Document):
     image: ResultImage
     categories: list[ResultCategory]
     instances: list[ConceptInstance]
+
+
+class EverythingResult(Document):
+    """An everything job's ``result.json``."""
+
+    image: ResultImage
+    categories: list[ResultCategory]
+    instances: list[EverythingInstance]
 
 
 class EmbedResult(Document):
@@ -292,13 +313,21 @@ class ConceptTimings(Document):
     total_ms: float
 
 
+class EverythingTimings(Document):
+    encode_ms: float
+    """The whole image's encode (0 on an embedding hit; crops are encoded within ``generate_ms``)."""
+    generate_ms: float
+    model_ms: float
+    total_ms: float
+
+
 class BatchItemSucceeded(Document):
     index: Annotated[int, Field(ge=0)]
     status: Literal["succeeded"]
     name: str
     document: str
     """Its result document (an ItemDocument, also served by ``GET /v1/jobs/{id}/items/{index}``), among ``files``."""
-    timings: Omittable[SegmentTimings | ConceptTimings] = None
+    timings: Omittable[SegmentTimings | ConceptTimings | EverythingTimings] = None
     """An image item's."""
     files: list[str]
     """Its files, relative to the batch's folder: ``items/{index:06d}/…``."""
@@ -355,27 +384,38 @@ class ConceptJobSummary(_ImageSummary):
     timings: ConceptTimings
 
 
+class EverythingJobSummary(_ImageSummary):
+    """An everything job's ``result.summary``."""
+
+    instances: Annotated[int, Field(ge=0)]
+    candidates_upsampled: Annotated[int, Field(ge=0)]
+    """Candidates that passed the predicted-IoU filter and were upsampled to full size (the costly part)."""
+    timings: EverythingTimings
+
+
 ResultDocument = Annotated[
-    SegmentResult | ConceptResult | EmbedResult | TrackSummary | BatchResult,
+    SegmentResult | ConceptResult | EverythingResult | EmbedResult | TrackSummary | BatchResult,
     Field(
         description="GET /v1/jobs/{id}/result, by the job's type: segment: SegmentResult; concept: ConceptResult; "
-        "embed: EmbedResult (each its result.json); track: TrackSummary (its summary.json; the frames are in "
+        "everything: EverythingResult; embed: EmbedResult (each its result.json); track: TrackSummary (its summary.json; the frames are in "
         "tracks.jsonl, one TrackFrame a line); batch: BatchResult (its result.json; items.jsonl has one BatchItemLine "
         "an item). A segment and a concept document share a shape, so this is anyOf, not oneOf."
     ),
 ]
 ItemDocument = Annotated[
-    SegmentResult | ConceptResult | TrackSummary,
+    SegmentResult | ConceptResult | EverythingResult | TrackSummary,
     Field(
         description="GET /v1/jobs/{id}/items/{index}, by the batch template's type: segment: SegmentResult; concept: "
-        "ConceptResult (the item's result.json); track: TrackSummary (the item's summary.json)."
+        "ConceptResult; everything: EverythingResult (the item's result.json); track: TrackSummary (the item's "
+        "summary.json)."
     ),
 ]
 JobSummary = Annotated[
-    SegmentJobSummary | ConceptJobSummary | EmbedJobSummary | TrackJobSummary | BatchJobSummary,
+    SegmentJobSummary | ConceptJobSummary | EverythingJobSummary | EmbedJobSummary | TrackJobSummary | BatchJobSummary,
     Field(
         description="The job object's result.summary, by the job's type: SegmentJobSummary, ConceptJobSummary, "
-        "EmbedJobSummary, TrackJobSummary, BatchJobSummary (a summary matches exactly one of them)."
+        "EverythingJobSummary, EmbedJobSummary, TrackJobSummary, BatchJobSummary (a summary matches exactly one of "
+        "them)."
     ),
 ]
 

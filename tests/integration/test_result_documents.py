@@ -26,6 +26,9 @@ from tasks.documents import (
     ConceptResult,
     EmbedJobSummary,
     EmbedResult,
+    EverythingJobSummary,
+    EverythingResult,
+    EverythingTimings,
     ItemDocument,
     SegmentJobSummary,
     SegmentResult,
@@ -128,6 +131,31 @@ def test_a_concept_job_with_a_phrase_and_an_exemplar(local_stack: Stack) -> None
     for instance in document.instances:
         assert instance.category_id == labels[instance.label]
         assert instance.rle is not None and instance.polygon is not None and instance.png is None
+
+
+def test_an_everything_job_alone_and_as_a_batch_item(local_stack: Stack) -> None:
+    client = local_stack.client
+    params = {"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1}
+    upload_id = client.upload(png_bytes(scene(seed=62)), "image/png")["id"]
+    body = {"type": "everything", "image": {"upload": upload_id}, **params, "max_masks": 4}
+    done = client.submit(body | {"output": {"formats": ["rle", "polygon", "png"], "annotated": True}}, wait=120)
+    assert done["status"] == "succeeded", done["error"]
+    summary = typed(EverythingJobSummary, done["result"]["summary"])
+    document = typed(EverythingResult, served(client, done))
+    assert len(document.instances) == summary.instances == 4 and summary.candidates_upsampled >= 4
+    assert [c.model_dump(exclude_unset=True) for c in document.categories] == [{"id": 1, "name": "object"}]
+    for instance in document.instances:
+        assert instance.score == instance.predicted_iou and len(instance.point_coords) == 1
+        assert instance.rle is not None and instance.polygon is not None and instance.png is not None
+
+    template = {"type": "everything", **params, "max_masks": 2}
+    job = client.submit({"type": "batch", "template": template, "inputs": {"items": [{"upload": upload_id}]}})
+    batch = client.wait(job["id"], timeout=300, interval=0.2)
+    assert batch["status"] == "succeeded", batch["error"]
+    (line,) = [typed_union(LINES, line) for line in jsonl(client, files_of(batch)["items.jsonl"])]
+    assert isinstance(line, BatchItemSucceeded) and isinstance(line.timings, EverythingTimings)
+    item = typed_union(ITEMS, client.request("GET", f"/v1/jobs/{batch['id']}/items/0"))
+    assert isinstance(item, EverythingResult) and len(item.instances) == 2
 
 
 def test_an_embed_job(local_stack: Stack) -> None:

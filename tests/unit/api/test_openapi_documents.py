@@ -31,6 +31,13 @@ SUMMARIES: dict[str, dict[str, Any]] = {
         "embedding": "memory",
         "timings": {"encode_ms": 1.0, "detect_ms": 1.0, "model_ms": 2.0, "total_ms": 3.0},
     },
+    "EverythingJobSummary": {
+        "instances": 3,
+        "candidates_upsampled": 40,
+        "image_id": IMAGE_ID,
+        "embedding": "memory",
+        "timings": {"encode_ms": 0.0, "generate_ms": 900.0, "model_ms": 900.0, "total_ms": 950.0},
+    },
     "EmbedJobSummary": {"image_id": IMAGE_ID, "embedding": "shared"},
     "TrackJobSummary": {"frames": 12, "objects_tracked": 2, "partial": False},
     "BatchJobSummary": {
@@ -88,10 +95,11 @@ def test_the_result_routes_answer_the_documents_and_the_summary_is_typed(tmp_pat
     }
     schemas = document["components"]["schemas"]
     assert schemas["ResultDocument"]["anyOf"] == [
-        ref(name) for name in ("SegmentResult", "ConceptResult", "EmbedResult", "TrackSummary", "BatchResult")
+        ref(name)
+        for name in ("SegmentResult", "ConceptResult", "EverythingResult", "EmbedResult", "TrackSummary", "BatchResult")
     ]
     assert schemas["ItemDocument"]["anyOf"] == [
-        ref(name) for name in ("SegmentResult", "ConceptResult", "TrackSummary")
+        ref(name) for name in ("SegmentResult", "ConceptResult", "EverythingResult", "TrackSummary")
     ]
     assert schemas["ResultView"]["properties"]["summary"] == ref("JobSummary")
     assert schemas["JobSummary"]["anyOf"] == [ref(name) for name in SUMMARIES]

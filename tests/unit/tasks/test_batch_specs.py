@@ -250,7 +250,7 @@ def test_export_coco_of_an_image_template_with_rle_masks(template: dict[str, Any
 def test_export_coco_is_refused_for_a_track_template() -> None:
     track = {"type": "track", "objects": [{"id": 1, "box": BOX}]}
     assert batch(track).template.type == "track"
-    refused("export coco needs a segment or concept template", batch, track, export=["coco"])
+    refused("export coco needs an image template", batch, track, export=["coco"])
 
 
 @pytest.mark.parametrize(
