@@ -55,7 +55,7 @@ def idempotency_key(tenant: str, key: str) -> str:
 
 
 def events_channel(job_id: str) -> str:
-    """Pub/sub channel announcing the job's status changes, each message the record as changed (``Prefer: wait``)."""
+    """Pub/sub channel announcing the job's end: one message, the record as it became terminal (``Prefer: wait``)."""
     return f"{PREFIX}:events:{job_id}"
 
 

@@ -41,6 +41,7 @@ from tasks.retries import RetrySchedule
 from tasks.settings import QueueSettings
 from tasks.specs import WebhookEvent
 from tasks.stats import count_status
+from tasks.waiting import Subscriptions
 from tasks.webhooks import EVENT_BY_STATUS, Outbox, wants
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -93,6 +94,7 @@ class JobStore:
         self.outbox = Outbox(client, settings)
         self.retries = RetrySchedule(client, settings.retry_claim_seconds)
         self.queued = QueuedWatch(client)
+        self._subscriptions = Subscriptions(client)
 
     # ---- API side -------------------------------------------------------------------------------------------
 
@@ -210,24 +212,21 @@ class JobStore:
     def wait_terminal(self, job_id: str, timeout: float) -> Job | None:
         """Block until the job is terminal or ``timeout`` passes; returns the latest record."""
         deadline = time.monotonic() + timeout
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(events_channel(job_id))
-            job = self.get(job_id)
+        with self._subscriptions.subscribed(events_channel(job_id)) as next_message:
+            job = self.get(job_id)  # after subscribing: a change in between is read here, any later one published
             while job is not None and not job.status.is_terminal:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    break
-                if (message := pubsub.get_message(timeout=min(left, 1.0))) is not None:
-                    job = Job.model_validate_json(message["data"])
+                    return self.get(job_id)  # not terminal yet: as it is now (running, say)
+                if (raw := next_message(min(left, 1.0))) is not None:
+                    job = Job.model_validate_json(raw)
             return job
-        finally:
-            pubsub.close()
 
     # ---- worker side ----------------------------------------------------------------------------------------
 
-    def start(self, job_id: str) -> Job | None:
+    def start(self, job_id: str, sent: str | None = None) -> Job | None:
         """Begin a new attempt: bump ``attempts``, take the lease. None when this delivery must be skipped.
+        ``sent``: the record as the job's message carried it, tried first (no read when it is still the stored one).
 
         Skipped: unknown or terminal jobs, and jobs running under another live lease (a duplicate delivery).
         A job out of attempts is failed here with ``worker_lost``.
@@ -245,7 +244,7 @@ class JobStore:
             job.error = None
             return True
 
-        job = self._apply(job_id, begin, leased=True)
+        job = self._apply(job_id, begin, leased=True, sent=sent)
         return job if job is not None and job.status == JobStatus.RUNNING else None
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -369,10 +368,12 @@ class JobStore:
         leased: bool = False,
         progress_event: bool = False,
         also: Callable[[Pipeline], None] | None = None,
+        sent: str | None = None,
     ) -> Job | None:
         """Apply ``mutate`` to the record atomically (a compare-and-set, computed again on a race); ``leased``: the
-        change depends on whether the lease is live; ``also`` adds writes to the same change."""
-        seen = None if leased else self._records.remembered(job_id)
+        change depends on whether the lease is live; ``also`` adds writes to the same change; ``sent``: a copy of the
+        record (as a message carried it), tried first."""
+        seen = self._records.carried(sent) if sent else None if leased else self._records.remembered(job_id)
         seen = seen or self._records.read(job_id, leased)
         while seen is not None:
             job = Job.model_validate_json(seen.raw)
@@ -420,7 +421,8 @@ class JobStore:
         event = EVENT_BY_STATUS.get(job.status)
         if event is not None and wants(job, event):
             self.outbox.stage(pipe, job, event)
-        pipe.publish(events_channel(job.id), raw)  # the record itself: a waiter reads nothing more
+        if job.status.is_terminal:  # the record itself: a waiter reads nothing more (and wakes for nothing less)
+            pipe.publish(events_channel(job.id), raw)
 
 
 def _first_job(store: JobStore, stored: str, idempotency: Idempotency) -> Job | None:

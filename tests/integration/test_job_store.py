@@ -13,6 +13,7 @@ from tasks.broker import connect
 from tasks.errors import IllegalTransitionError, InvalidCursorError, InvalidImageError, MediaFetchError
 from tasks.jobs import JobResult, JobStatus, new_job
 from tasks.names import Queue
+from tasks.redis_keys import events_channel
 from tasks.settings import QueueSettings
 from tasks.specs import SegmentSpec
 from tasks.store import JobStore
@@ -207,3 +208,41 @@ def test_queued_jobs_are_watched_until_they_start_and_a_missing_message_is_found
     assert store.queued.my_turn(60) and not store.queued.my_turn(60)  # one sweeper per period
     store.start(job.id)
     assert store.queued.stale(older_than=-1) == []
+
+
+def test_waits_reuse_their_redis_connections_and_read_only_their_own_jobs_messages(
+    store: JobStore, redis_url: str
+) -> None:
+    """A wait leaves its subscription for the next (redis-py's close would disconnect it: a new connection per wait);
+    a message still buffered from the job an earlier wait watched does not end a later wait on another job."""
+    admin = connect(QueueSettings(redis_url=redis_url))
+
+    def connections() -> int:
+        return int(admin.info("stats")["total_connections_received"])
+
+    def finished_job() -> str:
+        job = new_job(SPEC, "t1")
+        store.create(job)
+        store.start(job.id)
+        threading.Timer(0.05, lambda: store.succeed(job.id, 1, RESULT)).start()
+        return job.id
+
+    first = finished_job()
+    assert store.wait_terminal(first, timeout=10).status == JobStatus.SUCCEEDED  # type: ignore[union-attr]
+    before = connections()
+    for _ in range(20):
+        job_id = finished_job()
+        done = store.wait_terminal(job_id, timeout=10)
+        assert done is not None and done.id == job_id and done.status == JobStatus.SUCCEEDED
+    assert connections() == before, "every wait opened a Redis connection"
+
+    late = new_job(SPEC, "t1")
+    store.create(late)
+    store.start(late.id)
+    with store._subscriptions.subscribed(events_channel(late.id)):
+        assert store.succeed(late.id, 1, RESULT)  # published to this subscription, left unread in it
+    running = new_job(SPEC, "t1")
+    store.create(running)
+    store.start(running.id)
+    waited = store.wait_terminal(running.id, timeout=0.5)
+    assert waited is not None and waited.id == running.id and waited.status == JobStatus.RUNNING
