@@ -1,4 +1,6 @@
-"""Sending messages. A job's message carries its id only; everything else lives in the job record."""
+"""Sending messages. A job's message carries its id and, when short, a copy of its record as sent: the worker's
+start tries the change on that copy instead of reading the record first (``JobStore.start``). The job store stays the
+truth: a copy that is not the stored record any more (the job was canceled, reaped, retried since) is not used."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from tasks.names import (
 )
 from tasks.settings import QueueSettings
 
+CARRIED_RECORD_CHARS = 16 * 1024
+"""A job message carries the record when it is at most this long (a spec with an inline base64 image is not carried)."""
+
 
 @dataclass(frozen=True)
 class Dispatcher:
@@ -33,9 +38,11 @@ class Dispatcher:
     def enqueue(self, job: Job) -> None:
         """Send ``job``'s message to its queue; ``track`` jobs carry their own (longer) time limits. Never with a
         countdown: a delayed message would wait in one worker's hands (``tasks.retries`` holds delays instead)."""
+        record = job.model_dump_json()  # as the store wrote it: the same job, the same JSON
+        kwargs = {"job_id": job.id, **({"record": record} if len(record) <= CARRIED_RECORD_CHARS else {})}
         self.app.send_task(
             RUN_JOB_TASK,
-            kwargs={"job_id": job.id},
+            kwargs=kwargs,
             queue=queue_for(job.type, job.model).value,
             ignore_result=True,
             **self._limits(job.type == "track"),

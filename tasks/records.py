@@ -98,6 +98,11 @@ class Records:
         raw = self.known.take(job_id)
         return None if raw is None else Snapshot(raw, remembered=True)
 
+    def carried(self, raw: str) -> Snapshot:
+        """A copy of the record that came with a message: tried like a remembered one, with its lease taken as not
+        live (a queued job has none; a live one fails the comparison, and the record is read)."""
+        return Snapshot(raw, lease_live=False, judged_at=time.time(), remembered=True)
+
     def read(self, job_id: str, with_lease: bool = False) -> Snapshot | None:
         """The record (and whether its lease is live, read in the same round trip); None when there is none."""
         if not with_lease:

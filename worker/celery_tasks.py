@@ -12,9 +12,10 @@ from worker.runtime import current
 
 
 @shared_task(name=RUN_JOB_TASK, ignore_result=True)
-def run_job(job_id: str) -> None:
-    """Run one attempt of a job. Failures become job state; only a dead process leaves the message un-acked."""
-    execute(job_id, current().runtime)
+def run_job(job_id: str, record: str | None = None) -> None:
+    """Run one attempt of a job (``record``: the job's record as sent, if the message carries it). Failures become
+    job state; only a dead process leaves the message un-acked."""
+    execute(job_id, current().runtime, record)
 
 
 @shared_task(name=RUN_SHARD_TASK, ignore_result=True)

@@ -3,14 +3,18 @@ the record it was computed from, a worker's remembered record saves the read and
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import pytest
 import redis
 
-from tasks.broker import connect
+from tasks.broker import celery_app, connect
+from tasks.dispatch import CARRIED_RECORD_CHARS, Dispatcher
 from tasks.errors import InvalidImageError
 from tasks.jobs import JobResult, JobStatus, new_job
+from tasks.names import Queue
 from tasks.records import Records, Snapshot
 from tasks.redis_keys import LEASES, job_key
 from tasks.settings import QueueSettings
@@ -135,3 +139,69 @@ def test_a_remembered_running_record_never_outvotes_the_reaper(redis_url: str) -
     second = reaper.start(job.id)
     assert second is not None and second.attempts == 2
     assert reaper.succeed(job.id, 2, RESULT)
+
+
+def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    read = Records.read
+
+    def counted(self: Records, job_id: str, with_lease: bool = False) -> Snapshot | None:
+        reads.append(job_id)
+        return read(self, job_id, with_lease)
+
+    monkeypatch.setattr(Records, "read", counted)
+    return reads
+
+
+def test_a_start_on_the_record_its_message_carried_reads_nothing(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, api = _stores(redis_url)
+    job = new_job(SPEC, "t1")
+    api.create(job)
+    sent = job.model_dump_json()  # what Dispatcher.enqueue puts in the message
+    reads = _counting_reads(monkeypatch)
+    started = worker.start(job.id, sent)
+    assert reads == []
+    assert started is not None and started.status == JobStatus.RUNNING and started.attempts == 1
+    assert api.get(job.id) == started
+    assert worker.start(job.id, sent) is None, "the same message again (a duplicate delivery): the copy is stale"
+    assert reads == [job.id], "a stale copy is not used: the record is read"
+    assert worker.succeed(job.id, 1, RESULT)
+
+
+def test_a_carried_record_never_outvotes_what_happened_since_it_was_sent(redis_url: str) -> None:
+    """Canceled while queued, or started by another worker (under a live lease): the copy in the message is stale."""
+    worker, api = _stores(redis_url)
+    canceled = new_job(SPEC, "t1")
+    api.create(canceled)
+    sent = canceled.model_dump_json()
+    api.request_cancel(canceled.id, "t1")
+    assert worker.start(canceled.id, sent) is None
+    assert api.get(canceled.id).status == JobStatus.CANCELED  # type: ignore[union-attr]
+
+    taken = new_job(SPEC, "t1")
+    api.create(taken)
+    sent = taken.model_dump_json()
+    assert api.start(taken.id) is not None  # another worker, its lease live
+    assert worker.start(taken.id, sent) is None
+    current = api.get(taken.id)
+    assert current is not None and current.attempts == 1 and current.status == JobStatus.RUNNING
+
+
+def test_a_job_message_carries_the_record_as_stored_unless_it_is_long(redis_url: str, client: redis.Redis) -> None:
+    settings = QueueSettings(redis_url=redis_url)
+    store, dispatch = JobStore(client, settings), Dispatcher(celery_app(settings), settings)
+    inline = base64.b64encode(b"\xff" * CARRIED_RECORD_CHARS).decode()
+    big_spec = SegmentSpec.model_validate({"type": "segment", "image": {"base64": inline}})
+    small, big = new_job(SPEC, "t1"), new_job(big_spec, "t1")
+    for job in (small, big):
+        store.create(job)
+        dispatch.enqueue(job)
+    carried = []
+    for message in reversed(client.lrange(Queue.INTERACTIVE.value, 0, -1)):
+        envelope = json.loads(message)
+        _args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        carried.append(kwargs)
+    assert carried[0] == {"job_id": small.id, "record": client.get(job_key(small.id))}
+    assert carried[1] == {"job_id": big.id}

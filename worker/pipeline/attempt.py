@@ -28,10 +28,11 @@ from worker.pipeline.run import job_error, run
 log = logging.getLogger(__name__)
 
 
-def execute(job_id: str, rt: Runtime) -> None:
-    """Run one attempt of ``job_id``. Never raises for anything a job can do: failures become job state."""
+def execute(job_id: str, rt: Runtime, record: str | None = None) -> None:
+    """Run one attempt of ``job_id`` (``record``: its record as its message carried it). Never raises for anything a
+    job can do: failures become job state."""
     read_at = time.monotonic()
-    job = rt.store.start(job_id)
+    job = rt.store.start(job_id, record)
     if job is None:
         log.info("job %s: nothing to run (terminal, unknown, or running elsewhere); skipped", job_id)
         return

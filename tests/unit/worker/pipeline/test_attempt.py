@@ -47,7 +47,7 @@ class FakeStore:
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         return self.job
 
-    def start(self, job_id: str) -> Job | None:
+    def start(self, job_id: str, sent: str | None = None) -> Job | None:
         if self.job.status.is_terminal:
             return None
         self.job.status, self.job.attempts = JobStatus.RUNNING, self.job.attempts + 1
