@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import redis
+
 from bench.jobs import (
     IMAGE_H,
     IMAGE_W,
@@ -156,6 +158,11 @@ def run_segment(client: Client, model: str, upload_id: str, expect: str | None) 
     return timed
 
 
+def redis_connections(admin: redis.Redis) -> int:
+    """Connections the stack's Redis has accepted so far (a process that drops and reopens them shows here)."""
+    return int(admin.info("stats")["total_connections_received"])
+
+
 def time_healthz(client: Client) -> float:
     """An HTTP round trip to the API that touches nothing else: the floor of any HTTP job submission."""
     started = time.perf_counter()
@@ -180,13 +187,20 @@ def measure_segment(options: SegmentOptions, stack: Stack, hw: dict[str, Any]) -
     print_header(options, hw, len(warm_image))
     warm_upload = upload(client, warm_image)
     first = warm_up(client, dispatcher, options.model, warm_upload)
-    hits, pings, healthz = interleaved(client, dispatcher, options, warm_upload)
+    with redis.Redis.from_url(stack.redis_url) as admin:  # one connection, counted in neither reading
+        connections = redis_connections(admin)
+        hits, pings, healthz = interleaved(client, dispatcher, options, warm_upload)
+        connections = redis_connections(admin) - connections
     firsts, seconds = fresh_pairs(client, options.model)
     print()
     samples = Samples(hits, pings, healthz, firsts, seconds)
     summary = Summary.of(samples)
     print_results(samples, summary)
     print_breakdown(samples)
+    print(
+        f"Redis connections opened during (a), {len(hits)} jobs + {len(pings)} pings + {len(healthz)} /healthz: "
+        f"{connections} (a steady stream reuses every connection: 0 expected)"
+    )
     print(
         f"Load average (1/5/15 min) at the end: {load_average()} on {hw['cpus_usable']} CPUs. Other processes on "
         "these CPUs inflate the model times and the overhead; compare runs on an otherwise idle machine."
@@ -204,7 +218,12 @@ def measure_segment(options: SegmentOptions, stack: Stack, hw: dict[str, Any]) -
         "hardware": hw,
         "load_at_end": load_average(),
         "warmup": first.raw(),
-        "a": {"jobs": [t.raw() for t in hits], "ping_ms": pings, "healthz_ms": healthz},
+        "a": {
+            "jobs": [t.raw() for t in hits],
+            "ping_ms": pings,
+            "healthz_ms": healthz,
+            "redis_connections": connections,
+        },
         "b": {"first": [t.raw() for t in firsts], "second": [t.raw() for t in seconds]},
         "summary": asdict(summary),
     }
@@ -345,7 +364,7 @@ def print_breakdown(samples: Samples) -> None:
     row(
         "· finish → client",
         [t.stages["egress_ms"] for t in hits],
-        "JobStore.succeed, publish, wait_terminal wake, GET, render, HTTP",
+        "JobStore.succeed, publish, the waiter's wake (the record is in the message), render, HTTP",
     )
     row("bare Celery round trip", samples.pings, "Dispatcher.ping")
     row("HTTP GET /healthz", samples.healthz, "the HTTP + waitress + Flask floor (with the bare round trip: the floor)")
