@@ -39,6 +39,7 @@ def feature_sizes() -> list[tuple[int, int]]:
 def reference_predictions(image: np.ndarray, prompts: list[dict[str, Any]]) -> list[tuple[np.ndarray, float]]:
     """The reference library call, with the same seeded weights the worker builds: the best mask and score of each
     of ``prompts`` (samq's prompt JSON; ``{}`` calls the predictor with no prompt)."""
+    install()  # the predictor's module imports torchvision too
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     predictor = SAM2ImagePredictor(reference_model())
