@@ -38,9 +38,9 @@ JOB_SPEC: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
-def submit_job(spec: JobSpec, idempotency: Idempotency | None = None) -> tuple[Job, bool]:
-    """Admit ``spec`` for the caller's tenant and enqueue it; returns the job and whether it is an idempotent
-    replay of an earlier one (then nothing new was created)."""
+def submit_job(spec: JobSpec, idempotency: Idempotency | None = None, job_id: str | None = None) -> tuple[Job, bool]:
+    """Admit ``spec`` for the caller's tenant and enqueue it (as ``job_id`` if given); returns the job and whether it
+    is an idempotent replay of an earlier one (then nothing new was created)."""
     svc = services()
     if idempotency is not None:  # a replay answers before anything is stored (the atomic create decides races)
         first = svc.jobs.replay(tenant(), idempotency)
@@ -50,7 +50,8 @@ def submit_job(spec: JobSpec, idempotency: Idempotency | None = None) -> tuple[J
     if spec.webhook is not None:
         svc.webhook_secrets.current(tenant())  # created on first use, so the first event is already signed
     limits = svc.api.limits_for(tenant())
-    job, replayed = svc.jobs.create(new_job(spec, tenant()), max_active=limits.max_queued_jobs, idempotency=idempotency)
+    job = new_job(spec, tenant(), job_id)
+    job, replayed = svc.jobs.create(job, max_active=limits.max_queued_jobs, idempotency=idempotency)
     if replayed:
         return job, True
     try:

@@ -14,7 +14,7 @@ from api.errors import ApiError
 from api.views import DeliveryList, JobList
 from storage.base import ObjectNotFoundError
 from tasks.cursors import CURSOR_PATTERN
-from tasks.jobs import Job, JobStatus
+from tasks.jobs import Job, JobStatus, new_id
 from tasks.specs import validation_details
 from tasks.views import job_object
 
@@ -35,19 +35,27 @@ class ListQuery(BaseModel):
 def submit() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     body = json_body()
     spec = parse_spec(body)
-    job, replayed = submit_job(spec, idempotency_of(body))
-    if replayed:
-        return _job_response(job), 200, {"Idempotent-Replayed": "true", "Location": f"/v1/jobs/{job.id}"}
     svc = services()
     wait = _prefer_wait(svc.api.max_wait_seconds)
-    if wait and svc.waiters.acquire(blocking=False):  # else answer 202 at once: waits never starve the server
-        try:
-            finished = svc.jobs.wait_terminal(job.id, wait)
-        finally:
-            svc.waiters.release()
-        if finished is not None and finished.status.is_terminal:
-            return _job_response(finished), 200
-        job = finished or job  # the latest state (e.g. running) beats the one we created
+    if not (wait and svc.waiters.acquire(blocking=False)):  # else answer 202 at once: waits never starve the server
+        return _submitted(*submit_job(spec, idempotency_of(body)))
+    try:
+        job_id = new_id("job")
+        with svc.jobs.watching(job_id) as watch:  # before the job exists: its end cannot be missed, nor read first
+            job, replayed = submit_job(spec, idempotency_of(body), job_id)
+            if replayed:
+                return _submitted(job, replayed)
+            finished = watch.wait(wait, known=job)
+    finally:
+        svc.waiters.release()
+    if finished is not None and finished.status.is_terminal:
+        return _job_response(finished), 200
+    return _submitted(finished or job, False)  # the latest state (e.g. running) beats the one we created
+
+
+def _submitted(job: Job, replayed: bool) -> tuple[Response, int, dict[str, str]]:
+    if replayed:
+        return _job_response(job), 200, {"Idempotent-Replayed": "true", "Location": f"/v1/jobs/{job.id}"}
     return _job_response(job), 202, {"Location": f"/v1/jobs/{job.id}"}
 
 

@@ -113,9 +113,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def new_job(spec: JobSpec, tenant: str) -> Job:
+def new_job(spec: JobSpec, tenant: str, job_id: str | None = None) -> Job:
     return Job(
-        id=new_id("job"),
+        id=job_id or new_id("job"),
         tenant=tenant,
         type=spec.type,
         model=spec.model.value,

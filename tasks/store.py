@@ -8,7 +8,8 @@ every write from a worker names its attempt, so a stale (zombie) attempt is fenc
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
@@ -41,7 +42,7 @@ from tasks.retries import RetrySchedule
 from tasks.settings import QueueSettings
 from tasks.specs import WebhookEvent
 from tasks.stats import count_status
-from tasks.waiting import Subscriptions
+from tasks.waiting import Subscriptions, Watch
 from tasks.webhooks import EVENT_BY_STATUS, Outbox, wants
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -209,18 +210,16 @@ class JobStore:
 
         self._update(job_id, failed)
 
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[Watch]:
+        """Subscribed to the job's end for the block; begun before the job exists, it misses nothing."""
+        with self._subscriptions.subscribed(events_channel(job_id)) as next_message:
+            yield Watch(lambda: self.get(job_id), next_message)
+
     def wait_terminal(self, job_id: str, timeout: float) -> Job | None:
         """Block until the job is terminal or ``timeout`` passes; returns the latest record."""
-        deadline = time.monotonic() + timeout
-        with self._subscriptions.subscribed(events_channel(job_id)) as next_message:
-            job = self.get(job_id)  # after subscribing: a change in between is read here, any later one published
-            while job is not None and not job.status.is_terminal:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return self.get(job_id)  # not terminal yet: as it is now (running, say)
-                if (raw := next_message(min(left, 1.0))) is not None:
-                    job = Job.model_validate_json(raw)
-            return job
+        with self.watching(job_id) as watch:
+            return watch.wait(timeout)
 
     # ---- worker side ----------------------------------------------------------------------------------------
 
