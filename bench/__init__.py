@@ -8,7 +8,8 @@ interactive``), on the production code path, then measures the issue's two accep
     (``summary.timings.model_ms``: the prompt decoder on a hit) = "our overhead"; next to a bare Celery no-op round trip
     (``Dispatcher.ping``) on the same Redis and the same worker. The two series are interleaved, each round with an
     HTTP no-op (``GET /healthz``). Targets: overhead p50 ≤ 25 ms and ≤ 1.5× the bare round trip's p50; and ≤ 2× the
-    floor, the HTTP no-op's p50 + the bare round trip's p50 (issue 17).
+    floor, the HTTP no-op's p50 + the bare round trip's p50 (issue 17). Beside it, the job's own work
+    (``bench/own_work.py``): each part a cache-hit job must add to the floor, timed alone in one process.
 (b) the worker time (``summary.timings.total_ms``) of a second segment job on the same image, over the first's (which
     runs the image encoder). Target: ≤ 0.10.
 

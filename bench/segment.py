@@ -26,6 +26,7 @@ from bench.jobs import (
     synthetic_jpeg,
     upload,
 )
+from bench.own_work import measure_own_work, print_own_work
 from bench.report import hardware_line, load_average, ms, pct, print_table_head, verdict
 from samq.client import Client
 from tasks.dispatch import Dispatcher
@@ -192,11 +193,13 @@ def measure_segment(options: SegmentOptions, stack: Stack, hw: dict[str, Any]) -
         hits, pings, healthz = interleaved(client, dispatcher, options, warm_upload)
         connections = redis_connections(admin) - connections
     firsts, seconds = fresh_pairs(client, options.model)
+    own = measure_own_work(stack, client, segment_job(options.model, warm_upload), hits[-1].job)
     print()
     samples = Samples(hits, pings, healthz, firsts, seconds)
     summary = Summary.of(samples)
     print_results(samples, summary)
     print_breakdown(samples)
+    print_own_work(own, summary.floor_ms, summary.overhead_p50_ms)
     print(
         f"Redis connections opened during (a), {len(hits)} jobs + {len(pings)} pings + {len(healthz)} /healthz: "
         f"{connections} (a steady stream reuses every connection: 0 expected)"
@@ -225,6 +228,7 @@ def measure_segment(options: SegmentOptions, stack: Stack, hw: dict[str, Any]) -
             "redis_connections": connections,
         },
         "b": {"first": [t.raw() for t in firsts], "second": [t.raw() for t in seconds]},
+        "own_work_ms": own,
         "summary": asdict(summary),
     }
 
