@@ -192,6 +192,14 @@ class BatchStore:
         keys = [batch_key(job_id, "done"), SHARD_LEASES, batch_key(job_id)]
         return bool(self._complete(keys=keys, args=[shard, _member(job_id, shard), self._ttl]))
 
+    def unclaimed(self, job_id: str, shard: int) -> bool:
+        """Neither done nor held under a lease (live or lapsed): no run of the shard has begun, or one was taken back."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.sismember(batch_key(job_id, "done"), str(shard))
+            pipe.zscore(SHARD_LEASES, _member(job_id, shard))
+            done, lease = pipe.execute()
+        return not done and lease is None
+
     def lapsed_shards(self) -> list[tuple[str, int]]:
         """Shards whose worker died: their lease lapsed."""
         members = cast(list[str], self._redis.zrangebyscore(SHARD_LEASES, "-inf", time.time()))

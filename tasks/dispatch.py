@@ -69,6 +69,12 @@ class Dispatcher:
             DELIVER_WEBHOOK_TASK, kwargs={"event_id": event_id}, queue=Queue.IO.value, ignore_result=True
         )
 
+    def restore(self, tag: str) -> None:
+        """Put a message a worker took but never acknowledged back in its queue, by its delivery tag: the broker's
+        own restore (kombu's, as at the visibility timeout), atomic, so of workers racing to restore it one does."""
+        with self.app.connection_for_write() as connection:
+            connection.default_channel.qos.restore_by_tag(tag)
+
     def ping(self, queue: Queue, timeout: float) -> str:
         """A bare Celery round trip on ``queue`` (the benchmark's baseline)."""
         result: str = self.app.send_task(PING_TASK, queue=queue.value).get(timeout=timeout)

@@ -9,21 +9,60 @@ in ``queued`` and removed by those that take it out. The housekeeping pass looks
 messages workers hold unacknowledged (Celery's ``unacked`` hash). A job whose id is in neither has no message:
 it is sent again. A message in flight between the two (a worker mid-``BRPOP``) can look absent; the second
 message that causes is harmless (``JobStore.start`` skips a job that is running or ended).
+
+A message a worker holds is not proof of life: the worker may have died after taking it and before its job began.
+A live worker begins at once (it takes one message at a time, ``worker_prefetch_multiplier=1``: the job starts, or
+the shard is claimed, within milliseconds of the delivery), so :func:`held_since` lists the messages held longer
+than ``SAMQ_ORPHAN_AFTER_SECONDS``, and the housekeeping pass puts those whose job never began back in their queue
+(``Dispatcher.restore``: kombu's own restore, as at the visibility timeout).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from typing import cast
 
 import redis
 from redis.client import Pipeline
 
+from tasks.messages import TaskCall, read_call
 from tasks.names import Queue
 from tasks.redis_keys import ORPHAN_GATE, QUEUED
 
 UNACKED = "unacked"
 """Celery's Redis transport: the hash of the messages workers hold (delivery tag → message)."""
+UNACKED_INDEX = "unacked_index"
+"""Celery's Redis transport: when each held message was delivered (delivery tag → unix time)."""
+HELD_PER_PASS = 100
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """A message a worker took and has not acknowledged: its delivery tag, and what it asks for."""
+
+    tag: str
+    call: TaskCall
+
+
+def held_since(client: redis.Redis, older_than: float) -> list[HeldMessage]:
+    """The readable messages delivered more than ``older_than`` seconds ago and still unacknowledged, oldest first
+    (at most ``HELD_PER_PASS``)."""
+    cutoff = time.time() - older_than
+    tags = cast(list[str], client.zrangebyscore(UNACKED_INDEX, "-inf", cutoff, start=0, num=HELD_PER_PASS))
+    if not tags:
+        return []
+    held = []
+    for tag, raw in zip(tags, cast(list[str | None], client.hmget(UNACKED, tags)), strict=True):
+        try:
+            message = json.loads(raw)[0] if raw is not None else None
+        except (ValueError, TypeError, IndexError, KeyError):
+            message = None
+        call = read_call(message) if isinstance(message, dict) else None
+        if call is not None:
+            held.append(HeldMessage(tag, call))
+    return held
 
 
 class QueuedWatch:

@@ -42,7 +42,8 @@ class QueueSettings(BaseSettings):
     """Base delay before a transient failure is retried (doubles per attempt)."""
     orphan_after_seconds: float = Field(default=120.0, gt=0)
     """A job queued this long is checked against the broker: with no message for it anywhere, it is sent again
-    (its message was lost with a worker, or with Redis's last second of writes)."""
+    (its message was lost with a worker, or with Redis's last second of writes). A message a worker has held this
+    long without its job starting (or its shard being claimed) is put back in its queue (the worker died)."""
     retry_claim_seconds: float = Field(default=300.0, gt=0)
     """A due retry whose message was sent but whose attempt has not started after this long is sent again (the
     message was lost with a worker); a second message for one attempt is harmless."""

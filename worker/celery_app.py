@@ -14,8 +14,10 @@ from tasks import roster
 from tasks.broker import celery_app
 from tasks.jobs import JobStatus
 from tasks.names import Queue, queue_for
+from tasks.orphans import held_since
 from worker.pipeline.batch.reconcile import reconcile
 from worker.pipeline.context import BatchContext
+from worker.pipeline.held import restore_held
 from worker.runtime import Settings, WorkerProcess, current, install
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ class Housekeeper(bootsteps.StartStopStep):
     """Four periodic passes in the worker's main process, on its timer; they only talk to Redis, never to CUDA.
 
     - Reaping: re-enqueues running jobs whose lease lapsed (their worker was killed) without waiting for Redis's
-      visibility timeout; fails them once they are out of attempts.
+      visibility timeout; fails them once they are out of attempts. Puts back the messages a lost worker took and
+      never began (``worker.pipeline.held``), and sends again queued jobs whose message is gone.
     - Webhooks: claims due outbox events and sends one delivery task each to the ``io`` queue.
     - Batches: ``worker.pipeline.batch.reconcile`` (lost shards, cancels, lost finalizers).
     - Heartbeat: this worker is alive on its queues (``tasks.roster``, the ``samq_workers_alive`` gauge); it leaves
@@ -111,6 +114,10 @@ class Housekeeper(bootsteps.StartStopStep):
                     continue
                 log.info("job %s: retry due; attempt %d sent", job_id, job.attempts + 1)
                 self._process.dispatch.enqueue(job)
+            assert self._batches is not None
+            after = self._process.settings.queue.orphan_after_seconds
+            held = held_since(self._process.redis, after)
+            restore_held(held, jobs, self._batches.store, self._process.dispatch.restore)
             self._resend_orphans()
         except Exception:
             log.exception("reaper pass failed; will retry")
