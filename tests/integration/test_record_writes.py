@@ -95,14 +95,7 @@ def test_a_worker_finishes_its_job_without_reading_the_record_it_wrote(
     job = new_job(SPEC, "t1")
     worker.create(job)
     assert worker.start(job.id) is not None
-    reads: list[str] = []
-    read = Records.read
-
-    def counted(self: Records, job_id: str, with_lease: bool = False) -> Snapshot | None:
-        reads.append(job_id)
-        return read(self, job_id, with_lease)
-
-    monkeypatch.setattr(Records, "read", counted)
+    reads = _counting_reads(monkeypatch)
     assert worker.succeed(job.id, 1, RESULT)
     assert reads == []
     done = worker.get(job.id)
